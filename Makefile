@@ -1,0 +1,46 @@
+# imageops — developer commands. `make test` is what CI runs (.ci/run).
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export PYTHONPATH := $(CURDIR)/operator
+
+.PHONY: help venv lint crds test test-unit demo bench testenv-up testenv-down clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+venv: $(VENV)/.installed ## create .venv with the package and dev tools
+
+lint: venv ## ruff, mypy and the layer contracts
+	$(VENV)/bin/ruff check operator tests hack bench
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
+
+crds: venv ## regenerate crds/ from the models
+	$(VENV)/bin/imageops crds --output crds
+
+test-unit: venv ## unit tests only (no test bed)
+	$(PY) -m pytest tests/unit -q
+
+test: venv ## lint, bring the test bed up, run every test, bring it down
+	$(MAKE) lint
+	bash hack/run-tests.sh
+
+demo: venv ## test bed up, operator running, examples applied and their statuses shown
+	bash hack/demo.sh
+
+testenv-up: ## bring the test bed up (see hack/testenv.sh)
+	bash hack/testenv.sh up
+
+testenv-down: ## stop the test bed
+	bash hack/testenv.sh down
+
+clean: testenv-down ## remove the venv and caches (the built tools cache stays)
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Brings the test bed up, runs the whole suite against it, and brings it down
+# again (also on failure). Used by `make test`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=${VENV:-.venv}
+started=$(date +%s)
+bash hack/testenv.sh up
+trap 'bash hack/testenv.sh down >/dev/null 2>&1 || true' EXIT
+# shellcheck disable=SC1091
+source .testenv/env.sh
+# The bed is up, so a missing component is a failure, never a skip.
+export IMAGEOPS_REQUIRE_TESTENV=1
+"$VENV/bin/python" -m pytest tests -q -ra --durations=15 "$@"
+echo "make test: $(( $(date +%s) - started ))s wall time"

@@ -1,0 +1,88 @@
+"""Prometheus metrics and the health endpoints, served on --metrics-port.
+
+``/metrics`` is the Prometheus exposition; ``/healthz`` answers 200 while the
+operator's event loop is alive (a heartbeat it refreshes), 503 otherwise.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+OPERATIONS = Counter(
+    "imageops_operations_total", "Finished image operations.", ["action", "result"]
+)
+DURATION = Histogram(
+    "imageops_operation_duration_seconds",
+    "Wall time of finished operations, first attempt to result.",
+    ["action"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800),
+)
+BYTES = Counter(
+    "imageops_bytes_transferred_total", "Image bytes pulled or pushed.", ["action"]
+)
+CACHE_HITS = Counter("imageops_cache_hits_total", "Pulls served by an image already present.")
+IN_FLIGHT = Gauge("imageops_operations_in_flight", "Operations being worked on now.", ["action"])
+RETRIES = Counter("imageops_retries_total", "Retries after retryable failures.", ["action", "reason"])
+ERRORS = Counter("imageops_errors_total", "Failed attempts by error reason.", ["reason"])
+SHARED_PULLS = Counter(
+    "imageops_shared_pulls_total", "Pulls that joined an identical pull already under way."
+)
+
+
+class Heartbeat:
+    """A timestamp the event loop refreshes; stale means the loop is stuck."""
+
+    def __init__(self, tolerance: float = 60.0) -> None:
+        self.tolerance = tolerance
+        self._last = time.monotonic()
+
+    def beat(self) -> None:
+        """Record that the loop is alive."""
+        self._last = time.monotonic()
+
+    def alive(self) -> bool:
+        """Whether the loop beat within the tolerance."""
+        return time.monotonic() - self._last < self.tolerance
+
+
+def _handler(heartbeat: Heartbeat) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            path = self.path.split("?", 1)[0]
+            if path == "/metrics":
+                self._reply(200, generate_latest(REGISTRY), CONTENT_TYPE_LATEST)
+            elif path in ("/healthz", "/livez", "/readyz"):
+                ok = heartbeat.alive()
+                self._reply(200 if ok else 503, b"ok\n" if ok else b"stalled\n", "text/plain")
+            else:
+                self._reply(404, b"not found\n", "text/plain")
+
+        def _reply(self, code: int, body: bytes, ctype: str) -> None:
+            self.send_response(code)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+            return  # scrapes every few seconds would flood the operator's log
+
+    return Handler
+
+
+def serve(port: int, heartbeat: Heartbeat, host: str = "0.0.0.0") -> ThreadingHTTPServer:  # noqa: S104
+    """Start the metrics and health server in a daemon thread."""
+    server = ThreadingHTTPServer((host, port), _handler(heartbeat))
+    threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
+    return server

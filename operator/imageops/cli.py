@@ -1,0 +1,88 @@
+"""The ``imageops`` command: run the operator, or generate the CRDs."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import socket
+import sys
+from collections.abc import Sequence
+
+from imageops import __version__
+from imageops.models.crd import write_crds
+from imageops.runtime.operator import ROLES, RunOptions, run
+
+
+def _csv(values: Sequence[str]) -> list[str]:
+    return [v.strip() for item in values for v in item.split(",") if v.strip()]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand."""
+    parser = argparse.ArgumentParser(prog="imageops", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"imageops {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    runp = sub.add_parser("run", help="run the operator (every role when --role is not given)")
+    runp.add_argument("--role", action="append", choices=ROLES,
+                      help="agent (one per node) or controller; repeatable; default: both")
+    runp.add_argument("--node-name", default=os.environ.get("NODE_NAME") or socket.gethostname(),
+                      help="node whose ImageOperations the agent runs (default: $NODE_NAME or host name)")
+    scope = runp.add_mutually_exclusive_group()
+    scope.add_argument("--namespace", "-n", action="append", default=[],
+                       help="namespace to watch; repeatable (default: all namespaces)")
+    scope.add_argument("--all-namespaces", "-A", action="store_true", help="watch every namespace")
+    runp.add_argument("--max-concurrent", type=int, default=5,
+                      help="Docker operations at once on this node (default 5)")
+    runp.add_argument("--metrics-port", type=int, default=8080,
+                      help="port of /metrics and /healthz (default 8080)")
+    runp.add_argument("--allowed-registries", action="append", default=[],
+                      help="comma-separated registries operations may use (default: any)")
+    runp.add_argument("--docker-backend", choices=("sdk", "cli"), default="sdk",
+                      help="Docker SDK (default) or the docker command line")
+    runp.add_argument("--docker-host", default=os.environ.get("DOCKER_HOST"),
+                      help="Docker daemon address (default: $DOCKER_HOST or the default socket)")
+    runp.add_argument("--progress-interval", type=float, default=2.0, help=argparse.SUPPRESS)
+    runp.add_argument("--backoff-base", type=float, default=2.0,
+                      help="first retry delay in seconds (doubles each retry)")
+    runp.add_argument("--backoff-cap", type=float, default=60.0, help="longest retry delay")
+    runp.add_argument("--log-level", default="INFO")
+
+    crds = sub.add_parser("crds", help="write the CRDs generated from the models")
+    crds.add_argument("--output", "-o", default="crds", help="directory (default: crds)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script."""
+    args = build_parser().parse_args(argv)
+    if args.command == "crds":
+        for path in write_crds(args.output):
+            print(path)
+        return 0
+    logging.basicConfig(level=args.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.max_concurrent < 1:
+        print("--max-concurrent must be at least 1", file=sys.stderr)
+        return 2
+    options = RunOptions(
+        roles=tuple(args.role or ROLES),
+        node_name=args.node_name,
+        namespaces=[] if args.all_namespaces else args.namespace,
+        max_concurrent=args.max_concurrent,
+        metrics_port=args.metrics_port,
+        allowed_registries=_csv(args.allowed_registries),
+        docker_backend=args.docker_backend,
+        docker_host=args.docker_host,
+        progress_interval=args.progress_interval,
+        backoff_base=args.backoff_base,
+        backoff_cap=args.backoff_cap,
+    )
+    asyncio.run(run(options))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,32 @@
+"""kopf handlers for ImageOperation: thin, they hand every event to a worker.
+
+The agent's watch is filtered by the API server to ``spec.nodeName=<node>``
+(see ``runtime.operator``); the controller's sees the unassigned ones.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kopf
+
+from imageops.models.base import GROUP, VERSION
+from imageops.models.imageoperation import PLURAL
+from imageops.workers.agent import Agent
+from imageops.workers.assigner import Assigner
+
+
+def register_agent(registry: kopf.OperatorRegistry, agent: Agent) -> None:
+    """Route this node's ImageOperation events to the agent."""
+
+    @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry)
+    async def imageoperation_event(event: kopf.RawEvent, **_: Any) -> None:
+        await agent.observe(event.get("type"), event["object"])
+
+
+def register_controller(registry: kopf.OperatorRegistry, assigner: Assigner) -> None:
+    """Assign ImageOperations created without a nodeName to a node."""
+
+    @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry)
+    async def imageoperation_assign(event: kopf.RawEvent, **_: Any) -> None:
+        await assigner.observe(event.get("type"), event["object"])

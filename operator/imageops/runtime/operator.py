@@ -1,0 +1,135 @@
+"""Wires roles, kopf, the Docker backend, metrics and the Kubernetes client together.
+
+Each role is its own kopf operator (own registry and settings) in one event
+loop, because the agent's watch of ImageOperations is filtered by the API
+server to its node while the controller must see the unassigned ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import kopf
+
+from imageops.adapters import metrics
+from imageops.adapters.backends import make_backend
+from imageops.adapters.kube import AsyncKube, Kube, load_api_client
+from imageops.handlers import imageoperation
+from imageops.models.base import GROUP
+from imageops.models.imageoperation import PLURAL
+from imageops.workers.agent import Agent, AgentConfig
+from imageops.workers.assigner import Assigner
+from imageops.workers.executor import AttemptExecutor
+
+log = logging.getLogger(__name__)
+ROLES = ("agent", "controller")
+
+
+@dataclass
+class RunOptions:
+    """Options of ``imageops run``."""
+
+    roles: tuple[str, ...]
+    node_name: str
+    namespaces: list[str] = field(default_factory=list)
+    max_concurrent: int = 5
+    metrics_port: int = 8080
+    allowed_registries: list[str] = field(default_factory=list)
+    docker_backend: str = "sdk"
+    docker_host: str | None = None
+    progress_interval: float = 2.0
+    backoff_base: float = 2.0
+    backoff_cap: float = 60.0
+
+
+def _settings(field_selector: str | None = None) -> kopf.OperatorSettings:
+    settings = kopf.OperatorSettings()
+    settings.posting.level = logging.WARNING
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    if field_selector:
+        settings.watching.field_selectors[GROUP, PLURAL] = field_selector
+    return settings
+
+
+def _registry() -> kopf.OperatorRegistry:
+    registry = kopf.OperatorRegistry()
+
+    @kopf.on.login(registry=registry)
+    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+        return kopf.login_via_client(**kwargs)
+
+    return registry
+
+
+def _operator(
+    options: RunOptions, registry: kopf.OperatorRegistry, settings: kopf.OperatorSettings,
+    stop: asyncio.Event,
+) -> Any:
+    return kopf.operator(
+        registry=registry,
+        settings=settings,
+        standalone=True,  # several agents must not pause each other through peering
+        clusterwide=not options.namespaces,
+        namespaces=options.namespaces,
+        stop_flag=stop,
+    )
+
+
+async def _beat(heartbeat: metrics.Heartbeat) -> None:
+    while True:
+        heartbeat.beat()
+        await asyncio.sleep(5)
+
+
+async def run(options: RunOptions) -> None:
+    """Run the selected roles until a signal stops one of them."""
+    heartbeat = metrics.Heartbeat()
+    server = metrics.serve(options.metrics_port, heartbeat)
+    kube = AsyncKube(Kube(load_api_client(), component="imageops", host=options.node_name))
+    stop = asyncio.Event()
+    tasks: list[asyncio.Task[Any]] = [asyncio.create_task(_beat(heartbeat))]
+    agent: Agent | None = None
+    if "agent" in options.roles:
+        agent = _agent(options, kube)
+        registry = _registry()
+        imageoperation.register_agent(registry, agent)
+        settings = _settings(f"spec.nodeName={options.node_name}")
+        tasks.append(asyncio.create_task(_operator(options, registry, settings, stop)))
+    if "controller" in options.roles:
+        registry = _registry()
+        imageoperation.register_controller(registry, _assigner(options, kube))
+        tasks.append(asyncio.create_task(_operator(options, registry, _settings(), stop)))
+    try:
+        # kopf installs its signal handlers per operator, the last one wins: whichever
+        # operator stops first stops the others through the shared flag.
+        await asyncio.wait(tasks[1:], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stop.set()
+        if agent is not None:
+            await agent.shutdown()
+        await asyncio.gather(*tasks[1:], return_exceptions=True)
+        tasks[0].cancel()
+        server.shutdown()
+
+
+def _agent(options: RunOptions, kube: AsyncKube) -> Agent:
+    backend = make_backend(options.docker_backend, options.docker_host)
+    config = AgentConfig(
+        node_name=options.node_name,
+        max_concurrent=options.max_concurrent,
+        allowed_registries=options.allowed_registries,
+        progress_interval=options.progress_interval,
+        backoff_base=options.backoff_base,
+        backoff_cap=options.backoff_cap,
+    )
+    return Agent(config, AttemptExecutor(backend, options.max_concurrent), kube)
+
+
+def _assigner(options: RunOptions, kube: AsyncKube) -> Assigner:
+    # Single machine: every unassigned operation goes to this node.
+    node = options.node_name
+    return Assigner(kube, lambda _selector: [node] if "agent" in options.roles else [])

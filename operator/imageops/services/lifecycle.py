@@ -1,0 +1,193 @@
+"""What an agent does with an ImageOperation it observes, and the status it writes.
+
+Pure functions: the agent feeds in what it sees (generation, status, what it
+runs already) and gets back a decision or a status patch. Patches are JSON
+merge patches of ``status``; ``None`` values delete stale fields.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from imageops.models.common import Condition, Phase
+from imageops.models.imageoperation import ImageOperationStatus
+from imageops.services.conditions import conditions_for_phase
+from imageops.services.errors import OperationError
+
+TERMINAL = frozenset({Phase.SUCCEEDED, Phase.FAILED})
+
+
+class Decision(StrEnum):
+    """What to do with an observed ImageOperation."""
+
+    SKIP = "Skip"  # finished for this generation, or already running it
+    START = "Start"  # a new generation: run from the first attempt
+    RESUME = "Resume"  # this generation was under way when the agent stopped
+    RESTART = "Restart"  # the spec changed while an older generation runs
+
+
+def decide(
+    generation: int, status: ImageOperationStatus, running_generation: int | None
+) -> Decision:
+    """Decide from the object's generation and status, and the generation run locally.
+
+    Re-applying an unchanged spec leaves the generation as it is, so a
+    finished operation is never run again; a changed spec (new generation)
+    runs again.
+    """
+    if running_generation == generation:
+        return Decision.SKIP
+    if running_generation is not None:
+        return Decision.RESTART
+    if status.observed_generation == generation:
+        return Decision.SKIP if status.phase in TERMINAL else Decision.RESUME
+    return Decision.START
+
+
+@dataclass(frozen=True)
+class OperationResult:
+    """A verified result of one operation."""
+
+    digest: str | None = None
+    image_id: str | None = None
+    size_bytes: int | None = None
+    cache_hit: bool = False
+    previous_target_image_id: str | None = None
+    dry_run_result: str | None = None
+    bytes_transferred: int = 0
+
+
+@dataclass
+class RunState:
+    """What the agent knows of the run in progress: the basis of every patch."""
+
+    generation: int
+    node: str
+    job_id: str
+    start_time: datetime
+    conditions: list[Condition]
+    attempts: int = 0
+
+
+def _stamp(dt: datetime | None) -> str | None:
+    return None if dt is None else dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _conditions(
+    run: RunState, phase: Phase, reason: str, message: str, now: datetime
+) -> list[dict[str, Any]]:
+    run.conditions = conditions_for_phase(
+        run.conditions,
+        phase=phase,
+        generation=run.generation,
+        reason=reason,
+        message=message,
+        now=now,
+    )
+    return [c.to_wire() for c in run.conditions]
+
+
+def started_patch(run: RunState, phase: Phase, message: str, now: datetime, **extra: Any) -> dict[str, Any]:
+    """Status when a run starts, resumes or waits for a slot (Pending/Running).
+
+    Result fields of an earlier generation are cleared so that nothing stale
+    is read as this generation's result.
+    """
+    reason = "Running" if phase is Phase.RUNNING else "Pending"
+    patch: dict[str, Any] = {
+        "phase": phase.value,
+        "observedGeneration": run.generation,
+        "node": run.node,
+        "jobId": run.job_id,
+        "attempts": run.attempts,
+        "startTime": _stamp(run.start_time),
+        "conditions": _conditions(run, phase, reason, message, now),
+        "completionTime": None,
+        "durationSeconds": None,
+        "nextRetryTime": None,
+    }
+    patch.update(extra)
+    return patch
+
+
+def clear_result_fields() -> dict[str, Any]:
+    """Merge-patch values that remove the result of an earlier generation."""
+    keys = ("digest", "shortDigest", "imageId", "sizeBytes", "cacheHit", "lastError",
+            "progress", "previousTargetImageId", "dryRunResult")
+    return dict.fromkeys(keys)
+
+
+def retrying_patch(
+    run: RunState, error: OperationError, delay: float, now: datetime, next_retry: datetime
+) -> dict[str, Any]:
+    """Status after a retryable failure, before the next attempt."""
+    message = f"attempt {run.attempts} failed ({error.reason}); retrying in {delay:.0f}s"
+    return {
+        "phase": Phase.RUNNING.value,
+        "attempts": run.attempts,
+        "lastError": error.to_info().to_wire(),
+        "nextRetryTime": _stamp(next_retry),
+        "conditions": _conditions(run, Phase.RUNNING, "Retrying", message, now),
+    }
+
+
+def _finished(run: RunState, now: datetime) -> dict[str, Any]:
+    return {
+        "attempts": run.attempts,
+        "completionTime": _stamp(now),
+        "durationSeconds": round(max((now - run.start_time).total_seconds(), 0.0), 3),
+        "nextRetryTime": None,
+    }
+
+
+def succeeded_patch(run: RunState, result: OperationResult, now: datetime) -> dict[str, Any]:
+    """Status of a verified success."""
+    digest = result.digest
+    message = f"digest {digest}" if digest else f"image {result.image_id}"
+    if result.dry_run_result:
+        message = f"dry run: {result.dry_run_result}"
+    return {
+        **_finished(run, now),
+        "phase": Phase.SUCCEEDED.value,
+        "digest": digest,
+        "shortDigest": short_digest(digest),
+        "imageId": result.image_id,
+        "sizeBytes": result.size_bytes,
+        "cacheHit": result.cache_hit,
+        "previousTargetImageId": result.previous_target_image_id,
+        "dryRunResult": result.dry_run_result,
+        "lastError": None,
+        "conditions": _conditions(run, Phase.SUCCEEDED, "Succeeded", message, now),
+    }
+
+
+def failed_patch(run: RunState, error: OperationError, now: datetime) -> dict[str, Any]:
+    """Status of a permanent failure (or retries exhausted)."""
+    return {
+        **_finished(run, now),
+        "phase": Phase.FAILED.value,
+        "lastError": error.to_info().to_wire(),
+        "conditions": _conditions(run, Phase.FAILED, str(error.reason), error.message, now),
+    }
+
+
+def short_digest(digest: str | None) -> str | None:
+    """The first 12 hex digits of a digest, for printer columns."""
+    if not digest:
+        return None
+    return digest.split(":", 1)[-1][:12]
+
+
+def parse_conditions(raw: Sequence[dict[str, Any]] | None) -> list[Condition]:
+    """Conditions from a stored status, skipping entries that do not validate."""
+    result = []
+    for item in raw or []:
+        try:
+            result.append(Condition.model_validate(item))
+        except ValueError:
+            continue
+    return result

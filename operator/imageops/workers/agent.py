@@ -1,0 +1,304 @@
+"""The agent: runs the ImageOperations addressed to its node.
+
+kopf feeds every watch event in (already filtered by the API server to this
+node); the agent decides, per object, whether to start, resume, restart or
+ignore it, and runs each operation as an asyncio task that writes its own
+status, Events and metrics. No finalizer is used, so deleting an operation
+never waits for an agent; a deletion cancels the task and its Docker call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from imageops.adapters import metrics
+from imageops.adapters.kube import AsyncKube, ObjectRef
+from imageops.models.common import Action, ErrorReason, Phase
+from imageops.models.imageoperation import PLURAL, ImageOperationSpec, ImageOperationStatus
+from imageops.services import lifecycle
+from imageops.services.backend import CancelToken, RegistryAuth, TransferProgress
+from imageops.services.backoff import backoff_delay, should_retry
+from imageops.services.credentials import auth_from_secret_data
+from imageops.services.errors import OperationError
+from imageops.services.lifecycle import Decision, OperationResult, RunState
+from imageops.services.perform import credential_registry, effective_pull_policy
+from imageops.services.reference import parse_reference, registry_allowed
+from imageops.workers.executor import AttemptExecutor, ProgressBuffer
+from imageops.workers.flights import Flights
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class AgentConfig:
+    """Settings of one agent (one node)."""
+
+    node_name: str
+    max_concurrent: int = 5
+    allowed_registries: list[str] = field(default_factory=list)
+    progress_interval: float = 2.0
+    backoff_base: float = 2.0
+    backoff_cap: float = 60.0
+
+
+@dataclass
+class _Running:
+    generation: int
+    task: asyncio.Task[None]
+
+
+def _now() -> datetime:
+    return datetime.now(UTC).replace(microsecond=0)
+
+
+class Agent:
+    """Runs this node's ImageOperations."""
+
+    def __init__(self, config: AgentConfig, executor: AttemptExecutor, kube: AsyncKube) -> None:
+        self.config = config
+        self.executor = executor
+        self.kube = kube
+        self.running: dict[str, _Running] = {}
+        self.flights: Flights[OperationResult] = Flights()
+
+    async def observe(self, event_type: str | None, body: Mapping[str, Any]) -> None:
+        """Handle one watch event of an ImageOperation addressed to this node."""
+        meta = body["metadata"]
+        uid = meta["uid"]
+        if event_type == "DELETED" or meta.get("deletionTimestamp"):
+            self._cancel(uid)
+            return
+        ref = ObjectRef.from_body(body, PLURAL)
+        generation = int(meta.get("generation") or 1)
+        status = ImageOperationStatus.model_validate(body.get("status") or {})
+        current = self.running.get(uid)
+        decision = lifecycle.decide(generation, status, current.generation if current else None)
+        if decision is Decision.SKIP:
+            return
+        if decision is Decision.RESTART:
+            self._cancel(uid)
+        try:
+            spec = ImageOperationSpec.model_validate(body.get("spec") or {})
+        except ValueError as exc:
+            await self._reject(ref, generation, status, exc)
+            return
+        resume = status if decision is Decision.RESUME else None
+        task = asyncio.create_task(self._run(ref, spec, generation, resume), name=f"imgop/{ref.name}")
+        self.running[uid] = _Running(generation, task)
+        task.add_done_callback(lambda t, u=uid: self._done(u, t))
+
+    def _done(self, uid: str, task: asyncio.Task[None]) -> None:
+        current = self.running.get(uid)
+        if current and current.task is task:
+            del self.running[uid]
+        if not task.cancelled() and task.exception():
+            log.error("operation task failed", exc_info=task.exception())
+
+    def _cancel(self, uid: str) -> None:
+        current = self.running.pop(uid, None)
+        if current:
+            current.task.cancel()
+
+    async def shutdown(self) -> None:
+        """Cancel every task (their status stays Running, so a restart resumes them)."""
+        tasks = [r.task for r in self.running.values()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self.executor.shutdown()
+
+    async def _reject(
+        self, ref: ObjectRef, generation: int, status: ImageOperationStatus, exc: Exception
+    ) -> None:
+        """A spec the API server accepted but the models do not: fail with the reason."""
+        run = RunState(generation, self.config.node_name, uuid.uuid4().hex[:12], _now(), status.conditions)
+        error = OperationError(ErrorReason.INVALID_REFERENCE, f"invalid spec: {exc}")
+        await self.kube.patch_status(ref, lifecycle.failed_patch(run, error, _now()))
+
+    async def _run(
+        self,
+        ref: ObjectRef,
+        spec: ImageOperationSpec,
+        generation: int,
+        resume: ImageOperationStatus | None,
+    ) -> None:
+        """The whole life of one generation of an operation, attempts and retries."""
+        run = self._run_state(generation, resume)
+        action = str(spec.action)
+        metrics.IN_FLIGHT.labels(action).inc()
+        try:
+            await self._announce(ref, spec, run, resumed=resume is not None)
+            if resume and resume.next_retry_time:
+                await _sleep_until(resume.next_retry_time)
+            auth = await self._prepare(ref, spec)
+            result = await self._attempts(ref, spec, run, auth)
+        except OperationError as error:
+            await self._fail(ref, spec, run, error)
+        else:
+            await self._succeed(ref, spec, run, result)
+        finally:
+            metrics.IN_FLIGHT.labels(action).dec()
+
+    def _run_state(self, generation: int, resume: ImageOperationStatus | None) -> RunState:
+        if resume and resume.job_id and resume.start_time:
+            return RunState(
+                generation, self.config.node_name, resume.job_id, resume.start_time,
+                list(resume.conditions), resume.attempts,
+            )
+        conditions = list(resume.conditions) if resume else []
+        return RunState(generation, self.config.node_name, uuid.uuid4().hex[:12], _now(), conditions)
+
+    async def _announce(
+        self, ref: ObjectRef, spec: ImageOperationSpec, run: RunState, resumed: bool
+    ) -> None:
+        """Write the first status of this run and the Started event."""
+        phase = Phase.PENDING if self.executor.busy() else Phase.RUNNING
+        extra: dict[str, Any] = {} if resumed else lifecycle.clear_result_fields()
+        if spec.action == Action.PULL:
+            try:
+                extra["pullPolicy"] = str(effective_pull_policy(spec))
+            except OperationError:
+                pass  # the reference is reported as InvalidReference by _prepare
+        verb = "Resumed" if resumed else "Started"
+        message = f"{verb} {spec.action} of {spec.image} on {run.node} (job {run.job_id})"
+        await self.kube.patch_status(ref, lifecycle.started_patch(run, phase, message, _now(), **extra))
+        await self.kube.post_event(ref, "Normal", verb, message)
+
+    async def _prepare(self, ref: ObjectRef, spec: ImageOperationSpec) -> RegistryAuth | None:
+        """Check references and the allowed registries, and resolve credentials."""
+        for name in [spec.image] + ([spec.target] if spec.target else []):
+            parsed = parse_reference(name)
+            if not registry_allowed(parsed, self.config.allowed_registries):
+                raise OperationError(
+                    ErrorReason.FORBIDDEN,
+                    f"registry {parsed.registry} is not allowed on this agent "
+                    f"(allowed: {', '.join(self.config.allowed_registries)})",
+                )
+        registry = credential_registry(spec)
+        if spec.credentials is None or registry is None:
+            return None
+        secret_name = spec.credentials.secret_ref.name
+        secret = await self.kube.get_secret(ref.namespace, secret_name)
+        if secret is None:
+            raise OperationError(
+                ErrorReason.CREDENTIALS_NOT_FOUND,
+                f"Secret {secret_name} not found in namespace {ref.namespace}",
+            )
+        return auth_from_secret_data(secret[0], secret[1], registry, secret_name)
+
+    async def _attempts(
+        self, ref: ObjectRef, spec: ImageOperationSpec, run: RunState, auth: RegistryAuth | None
+    ) -> OperationResult:
+        """Attempts until success, a permanent error or the backoff limit."""
+        while True:
+            run.attempts += 1
+            if run.attempts > 1 or self.executor.busy():
+                await self.kube.patch_status(ref, {"attempts": run.attempts, "phase": "Running"})
+            try:
+                return await self._attempt(ref, spec, auth)
+            except OperationError as error:
+                metrics.ERRORS.labels(str(error.reason)).inc()
+                if not should_retry(error.retryable, run.attempts, spec.backoff_limit):
+                    raise
+                await self._wait_retry(ref, spec, run, error)
+
+    async def _wait_retry(
+        self, ref: ObjectRef, spec: ImageOperationSpec, run: RunState, error: OperationError
+    ) -> None:
+        delay = backoff_delay(run.attempts, base=self.config.backoff_base, cap=self.config.backoff_cap)
+        now = _now()
+        patch = lifecycle.retrying_patch(run, error, delay, now, now + timedelta(seconds=delay))
+        await self.kube.patch_status(ref, patch)
+        message = f"attempt {run.attempts} failed: {error.reason}: {error.message}; retry in {delay:.0f}s"
+        await self.kube.post_event(ref, "Warning", "Retrying", message)
+        metrics.RETRIES.labels(str(spec.action), str(error.reason)).inc()
+        await asyncio.sleep(delay)
+
+    async def _attempt(
+        self, ref: ObjectRef, spec: ImageOperationSpec, auth: RegistryAuth | None
+    ) -> OperationResult:
+        """One attempt, sharing identical concurrent pulls, publishing live progress."""
+        buffer = ProgressBuffer()
+        publisher = asyncio.create_task(self._publish_progress(ref, buffer))
+        try:
+            if spec.action != Action.PULL:
+                return await self.executor.run(
+                    spec, auth, spec.timeout_seconds, CancelToken(), buffer.update
+                )
+            key = (spec.image, spec.platform, str(effective_pull_policy(spec)),
+                   spec.expected_digest, spec.dry_run, auth)
+
+            async def work(token: CancelToken, progress: Any) -> OperationResult:
+                return await self.executor.run(spec, auth, spec.timeout_seconds, token, progress)
+
+            result, shared = await self.flights.run(key, work, buffer.update)
+            if shared:
+                metrics.SHARED_PULLS.inc()
+            return result
+        finally:
+            publisher.cancel()
+
+    async def _publish_progress(self, ref: ObjectRef, buffer: ProgressBuffer) -> None:
+        """Write status.progress at most every progress_interval seconds while it changes."""
+        seen = 0
+        while True:
+            await asyncio.sleep(self.config.progress_interval)
+            progress, seen = buffer.take(seen)
+            if progress is not None:
+                await self.kube.patch_status(ref, {"progress": _progress_wire(progress)})
+
+    async def _succeed(
+        self, ref: ObjectRef, spec: ImageOperationSpec, run: RunState, result: OperationResult
+    ) -> None:
+        now = _now()
+        patch = lifecycle.succeeded_patch(run, result, now)
+        await self.kube.patch_status(ref, patch)
+        what = result.dry_run_result or f"{spec.action} {spec.target or spec.image}"
+        await self.kube.post_event(
+            ref, "Normal", "Succeeded", f"{what}: digest {result.digest or '-'} (attempt {run.attempts})"
+        )
+        action = str(spec.action)
+        metrics.OPERATIONS.labels(action, "succeeded").inc()
+        metrics.DURATION.labels(action).observe(patch["durationSeconds"])
+        if result.cache_hit:
+            metrics.CACHE_HITS.inc()
+        if result.bytes_transferred:
+            metrics.BYTES.labels(action).inc(result.bytes_transferred)
+
+    async def _fail(
+        self, ref: ObjectRef, spec: ImageOperationSpec, run: RunState, error: OperationError
+    ) -> None:
+        run.attempts = max(run.attempts, 1)
+        now = _now()
+        patch = lifecycle.failed_patch(run, error, now)
+        await self.kube.patch_status(ref, patch)
+        await self.kube.post_event(
+            ref, "Warning", "Failed", f"{error.reason}: {error.message} (after {run.attempts} attempt(s))"
+        )
+        action = str(spec.action)
+        metrics.OPERATIONS.labels(action, "failed").inc()
+        metrics.DURATION.labels(action).observe(patch["durationSeconds"])
+
+
+def _progress_wire(progress: TransferProgress) -> dict[str, int]:
+    return {
+        "layersDone": progress.layers_done,
+        "layersTotal": progress.layers_total,
+        "bytesDone": progress.bytes_done,
+        "bytesTotal": progress.bytes_total,
+    }
+
+
+async def _sleep_until(when: datetime) -> None:
+    """Honour a retry time recorded before a restart."""
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    delay = (when - datetime.now(UTC)).total_seconds()
+    if delay > 0:
+        await asyncio.sleep(delay)

@@ -84,9 +84,9 @@ def _pull(spec: OperationFields, attempt: Attempt) -> OperationResult:
     ref = parse_reference(spec.image)
     backend = attempt.backend
     if spec.dry_run:
-        digest = backend.registry_digest(str(ref), auth=attempt.auth)
-        _check_expected(spec, digest, f"{ref} in the registry")
-        return OperationResult(digest=digest, dry_run_result=f"would pull {ref} at {digest}")
+        served = backend.registry_digest(str(ref), auth=attempt.auth)
+        _check_expected(spec, served, f"{ref} in the registry")
+        return OperationResult(digest=served, dry_run_result=f"would pull {ref} at {served}")
     if effective_pull_policy(spec) == PullPolicy.IF_NOT_PRESENT:
         cached = _cached(spec, backend.inspect(str(ref)), ref)
         if cached is not None:

@@ -1,0 +1,158 @@
+#!/usr/bin/env bash
+# Builds the Kubernetes test-bed binaries (kube-apiserver, kubectl, etcd) from
+# the pinned Go module in hack/tools and links them into a bin directory.
+#
+# Cache: the binaries live OUTSIDE the repo, in
+#   ${IMAGEOPS_TOOLS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/imageops/tools}/<key>/
+# where <key> hashes hack/tools/go.mod + go.sum + the build recipe below, so
+# every clone on a machine shares one build and a bump of the pins rebuilds.
+# A flock serialises concurrent builds (two clones running `up` at once): the
+# machine has few cores and a second parallel build would only slow both.
+#
+# Usage: hack/build-tools.sh [BIN_DIR]
+#   BIN_DIR defaults to ${IMAGEOPS_TESTENV_DIR:-<repo>/.testenv}/bin; it gets
+#   symlinks to the cached binaries. Prints the cache directory on stdout.
+# Env: IMAGEOPS_TOOLS_CACHE  cache root (see above)
+#      IMAGEOPS_GO           go binary to use; "download" forces fetching a Go
+#                            toolchain from the Go module proxy (fresh Debian 12
+#                            only ships go1.19, too old for Kubernetes 1.35).
+set -euo pipefail
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
+TOOLS_MOD="$REPO/hack/tools"
+# Bump when the build command/flags change so caches keyed on go.mod refresh.
+RECIPE_VERSION=2
+# Toolchain fetched when no usable Go (>= 1.21, which can self-upgrade to the
+# go.mod version) is installed.
+BOOTSTRAP_GO=go1.25.0
+
+log() { printf 'build-tools: %s\n' "$*" >&2; }
+die() { printf 'build-tools: ERROR: %s\n' "$*" >&2; exit 1; }
+
+# Module version of $1 as pinned in hack/tools/go.mod.
+pinned_version() {
+  awk -v m="$1" '$1 == m && $2 ~ /^v/ { print $2; exit }' "$TOOLS_MOD/go.mod"
+}
+
+# ldflags stamp the real version: without them kube-apiserver reports
+# v0.0.0-master, which clients (kubectl skew warnings, kopf) misread.
+k8s_ldflags() {
+  local v major minor pkg flags="-s -w"
+  v=$(pinned_version k8s.io/kubernetes)
+  [[ -n "$v" ]] || die "k8s.io/kubernetes not pinned in $TOOLS_MOD/go.mod"
+  major=${v#v}; major=${major%%.*}
+  minor=${v#v*.}; minor=${minor%%.*}
+  for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    flags+=" -X $pkg.gitVersion=$v -X $pkg.gitMajor=$major -X $pkg.gitMinor=$minor"
+    flags+=" -X $pkg.gitTreeState=clean"
+  done
+  printf '%s' "$flags"
+}
+
+cache_key() {
+  { cat "$TOOLS_MOD/go.mod" "$TOOLS_MOD/go.sum"
+    printf 'recipe=%s ldflags=%s arch=%s\n' "$RECIPE_VERSION" "$(k8s_ldflags)" "$(uname -m)"
+  } | sha256sum | cut -c1-16
+}
+
+# Minor version of a go binary (e.g. 26 for go1.26.8), 0 when unusable.
+go_minor() {
+  local v
+  v=$("$1" env GOVERSION 2>/dev/null) || { echo 0; return; }
+  v=${v#go1.}; v=${v%%.*}; v=${v%%[!0-9]*}
+  echo "${v:-0}"
+}
+
+# Fetches $BOOTSTRAP_GO as the golang.org/toolchain module (what `go` itself
+# does for GOTOOLCHAIN switching) into the cache; prints the go binary path.
+download_go() {
+  local root="$1" dest proxy zip arch
+  dest="$root/go/$BOOTSTRAP_GO"
+  if [[ -x "$dest/bin/go" ]]; then echo "$dest/bin/go"; return; fi
+  case "$(uname -m)" in x86_64) arch=amd64 ;; aarch64) arch=arm64 ;; *) die "unsupported arch $(uname -m)" ;; esac
+  proxy=${GOPROXY:-https://proxy.golang.org}; proxy=${proxy%%[,|]*}
+  [[ "$proxy" == http* ]] || proxy=https://proxy.golang.org
+  command -v unzip >/dev/null || die "unzip is needed to unpack the Go toolchain (apt-get install unzip)"
+  log "no Go >= 1.21 found; fetching $BOOTSTRAP_GO from $proxy"
+  mkdir -p "$root/go"
+  zip=$(mktemp "$root/go/dl.XXXXXX")
+  curl -fsSL --retry 3 -o "$zip" \
+    "$proxy/golang.org/toolchain/@v/v0.0.1-$BOOTSTRAP_GO.linux-$arch.zip" \
+    || die "download of Go toolchain $BOOTSTRAP_GO failed"
+  rm -rf "$dest.tmp"; mkdir -p "$dest.tmp"
+  unzip -q "$zip" -d "$dest.tmp"; rm -f "$zip"
+  mv "$dest.tmp/golang.org/toolchain@v0.0.1-$BOOTSTRAP_GO.linux-$arch" "$dest"
+  rm -rf "$dest.tmp"
+  # Module zips do not carry file modes.
+  chmod +x "$dest"/bin/* "$dest"/pkg/tool/*/*
+  echo "$dest/bin/go"
+}
+
+find_go() {
+  local root="$1" cand
+  if [[ -n "${IMAGEOPS_GO:-}" ]]; then
+    if [[ "$IMAGEOPS_GO" == download ]]; then download_go "$root"; return; fi
+    [[ -x "$IMAGEOPS_GO" ]] || die "IMAGEOPS_GO=$IMAGEOPS_GO is not executable"
+    echo "$IMAGEOPS_GO"; return
+  fi
+  for cand in "$(command -v go || true)" /usr/local/go/bin/go /usr/lib/go/bin/go; do
+    if [[ -n "$cand" && -x "$cand" ]] && (( $(go_minor "$cand") >= 21 )); then
+      echo "$cand"; return
+    fi
+  done
+  download_go "$root"
+}
+
+build_into() {
+  local out="$1" gobin="$2"
+  log "building kube-apiserver, kubectl, etcd with $("$gobin" version) (log: $out.log)"
+  # Same flags as a plain `go build` (no -trimpath) so the shared Go build
+  # cache is reused; only the link step sees the ldflags.
+  if ! (cd "$TOOLS_MOD" && CGO_ENABLED=0 GOTOOLCHAIN="${GOTOOLCHAIN:-auto}" GOFLAGS=-buildvcs=false \
+        "$gobin" build -ldflags "$(k8s_ldflags)" -o "$out/" \
+        go.etcd.io/etcd/server/v3 k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kubectl \
+        >"$out.log" 2>&1); then
+    tail -n 30 "$out.log" >&2
+    die "go build failed (full log: $out.log)"
+  fi
+  # The etcd main package's binary is named after the module path element
+  # before /v3 ("server"); older Go versions name it "v3".
+  if [[ -f "$out/server" ]]; then mv "$out/server" "$out/etcd"; fi
+  if [[ -f "$out/v3" ]]; then mv "$out/v3" "$out/etcd"; fi
+}
+
+main() {
+  local bin_dir="${1:-${IMAGEOPS_TESTENV_DIR:-$REPO/.testenv}/bin}"
+  local root="${IMAGEOPS_TOOLS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/imageops/tools}"
+  local key dir b gobin start
+  key=$(cache_key); dir="$root/$key"
+  mkdir -p "$root"
+  if [[ ! -x "$dir/kube-apiserver" || ! -x "$dir/kubectl" || ! -x "$dir/etcd" ]]; then
+    exec 9>"$root/.lock"
+    if ! flock -n 9; then
+      log "another build holds $root/.lock; waiting for it"
+      flock 9
+    fi
+    # Re-check: the build we waited for may have produced exactly this key.
+    if [[ ! -x "$dir/kube-apiserver" || ! -x "$dir/kubectl" || ! -x "$dir/etcd" ]]; then
+      gobin=$(find_go "$root")
+      start=$SECONDS
+      rm -rf "$dir.tmp"; mkdir -p "$dir.tmp"
+      build_into "$dir.tmp" "$gobin"
+      mv "$dir.tmp.log" "$dir.tmp/build.log"
+      rm -rf "$dir"; mv "$dir.tmp" "$dir"
+      log "built in $((SECONDS - start))s into $dir"
+    fi
+    exec 9>&-
+  fi
+  for b in kube-apiserver kubectl etcd; do
+    [[ -x "$dir/$b" ]] || die "missing $dir/$b after build"
+  done
+  mkdir -p "$bin_dir"
+  for b in kube-apiserver kubectl etcd; do
+    ln -sfn "$dir/$b" "$bin_dir/$b"
+  done
+  echo "$dir"
+}
+
+main "$@"

@@ -42,13 +42,17 @@ def test_started_patch_clears_nothing_it_sets() -> None:
     assert patch["phase"] == "Running" and patch["observedGeneration"] == 3
     assert patch["startTime"] == "2026-01-01T00:00:00Z" and patch["completionTime"] is None
     assert {c["type"]: c["status"] for c in patch["conditions"]} == {
-        "Ready": "False", "Reconciling": "True", "Stalled": "False"}
+        "Ready": "False",
+        "Reconciling": "True",
+        "Stalled": "False",
+    }
 
 
 def test_succeeded_patch() -> None:
     run = _run()
-    patch = succeeded_patch(run, OperationResult(digest=DIGEST, image_id="sha256:1"),
-                            T0 + timedelta(seconds=4.5))
+    patch = succeeded_patch(
+        run, OperationResult(digest=DIGEST, image_id="sha256:1"), T0 + timedelta(seconds=4.5)
+    )
     assert patch["phase"] == "Succeeded" and patch["digest"] == DIGEST
     assert patch["shortDigest"] == "ab" * 6 and patch["durationSeconds"] == 4.5
     assert patch["lastError"] is None

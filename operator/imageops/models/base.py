@@ -11,6 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 from pydantic.alias_generators import to_camel
+from pydantic.config import JsonDict, JsonValue
 
 GROUP = "imageops.dev"
 VERSION = "v1alpha1"
@@ -33,6 +34,11 @@ class CamelModel(BaseModel):
         return self.model_dump(by_alias=True, exclude_none=True, mode="json")
 
 
-def cel(rule: str, message: str, **extra: str) -> dict[str, str]:
+def cel(rule: str, message: str, **extra: JsonValue) -> JsonDict:
     """Build one ``x-kubernetes-validations`` entry (a CEL rule the API server enforces)."""
     return {"rule": rule, "message": message, **extra}
+
+
+def validations(*rules: JsonDict) -> JsonDict:
+    """A ``json_schema_extra`` that puts CEL rules on a model's (or field's) schema."""
+    return {"x-kubernetes-validations": [*rules]}

@@ -75,11 +75,13 @@ class ErrorReason(StrEnum):
 class LocalObjectReference(CamelModel):
     """A reference to an object by name in the same namespace."""
 
-    name: str = Field(min_length=1, max_length=253, pattern=DNS_SUBDOMAIN)
+    name: str = Field(
+        min_length=1, max_length=253, pattern=DNS_SUBDOMAIN, description="Name of the object."
+    )
 
 
 class Credentials(CamelModel):
-    """Registry credentials: a ``kubernetes.io/dockerconfigjson`` Secret in the same namespace."""
+    """Registry credentials: a kubernetes.io/dockerconfigjson Secret in the same namespace."""
 
     secret_ref: LocalObjectReference = Field(
         description="Secret of type kubernetes.io/dockerconfigjson in the object's namespace."
@@ -89,27 +91,33 @@ class Credentials(CamelModel):
 class Condition(CamelModel):
     """A status condition in the Kubernetes API convention (metav1.Condition)."""
 
-    type: str = Field(min_length=1, max_length=316)
-    status: ConditionStatus
-    reason: str = Field(default="", max_length=1024)
-    message: str = Field(default="", max_length=32768)
-    last_transition_time: datetime | None = None
-    observed_generation: int | None = Field(default=None, ge=0)
+    type: str = Field(min_length=1, max_length=316, description="Condition type, such as Ready.")
+    status: ConditionStatus = Field(description="True, False or Unknown.")
+    reason: str = Field(
+        default="", max_length=1024, description="Machine-readable reason (CamelCase)."
+    )
+    message: str = Field(default="", max_length=32768, description="Human-readable details.")
+    last_transition_time: datetime | None = Field(
+        default=None, description="When status last changed."
+    )
+    observed_generation: int | None = Field(
+        default=None, ge=0, description="metadata.generation the condition was set for."
+    )
 
 
 class ErrorInfo(CamelModel):
     """The last error of an operation, with what a person can do about it."""
 
-    reason: ErrorReason
-    message: str = Field(max_length=4096)
-    retryable: bool
-    suggestion: str = Field(default="", max_length=1024)
+    reason: ErrorReason = Field(description="Typed failure reason.")
+    message: str = Field(max_length=4096, description="What went wrong.")
+    retryable: bool = Field(description="Whether retrying could help.")
+    suggestion: str = Field(default="", max_length=1024, description="What a person can do.")
 
 
 class Progress(CamelModel):
     """Live transfer progress of a pull or push (updated at most about every 2 seconds)."""
 
-    layers_done: int = Field(default=0, ge=0)
-    layers_total: int = Field(default=0, ge=0)
-    bytes_done: int = Field(default=0, ge=0)
-    bytes_total: int = Field(default=0, ge=0)
+    layers_done: int = Field(default=0, ge=0, description="Layers transferred.")
+    layers_total: int = Field(default=0, ge=0, description="Layers to transfer.")
+    bytes_done: int = Field(default=0, ge=0, description="Bytes transferred.")
+    bytes_total: int = Field(default=0, ge=0, description="Bytes to transfer, as far as known.")

@@ -5,8 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 
 from pydantic import ConfigDict, Field
+from pydantic.config import JsonDict
 
-from imageops.models.base import CamelModel, cel
+from imageops.models.base import CamelModel, cel, validations
 from imageops.models.common import (
     DIGEST,
     DNS_SUBDOMAIN,
@@ -27,18 +28,31 @@ PLURAL = "imageoperations"
 SINGULAR = "imageoperation"
 SHORT_NAMES = ["imgop"]
 
-# Cross-field rules the API server enforces, so that bad input never reaches an agent.
-SPEC_RULES = [
-    cel("self.action != 'Tag' || has(self.target)", "spec.target is required when action is Tag"),
-    cel(
-        "self.action != 'Pull' || !has(self.target)",
-        "spec.target is not allowed when action is Pull (use a Tag operation)",
-    ),
-    cel(
-        "!has(self.pullPolicy) || self.action == 'Pull'",
-        "spec.pullPolicy applies only when action is Pull",
-    ),
-    cel("!self.force || self.action != 'Pull'", "spec.force applies only to Tag and Push"),
+
+def operation_rules(prefix: str = "spec.") -> list[JsonDict]:
+    """Cross-field rules of :class:`OperationCommon`; ``prefix`` names the fields in messages.
+
+    Shared with Workflow steps, so that bad input never reaches an agent either way.
+    """
+    return [
+        cel(
+            "self.action != 'Tag' || has(self.target)",
+            f"{prefix}target is required when action is Tag",
+        ),
+        cel(
+            "self.action != 'Pull' || !has(self.target)",
+            f"{prefix}target is not allowed when action is Pull (use a Tag operation)",
+        ),
+        cel(
+            "!has(self.pullPolicy) || self.action == 'Pull'",
+            f"{prefix}pullPolicy applies only when action is Pull",
+        ),
+        cel("!self.force || self.action != 'Pull'", f"{prefix}force applies only to Tag and Push"),
+    ]
+
+
+SPEC_RULES: list[JsonDict] = [
+    *operation_rules(),
     cel(
         "!has(self.target) || self.target != self.image",
         "spec.target must differ from spec.image",
@@ -46,7 +60,7 @@ SPEC_RULES = [
     cel(
         "!has(oldSelf.nodeName) || (has(self.nodeName) && self.nodeName == oldSelf.nodeName)",
         "spec.nodeName cannot be changed once set",
-        optionalOldSelf="false",
+        optionalOldSelf=False,
     ),
 ]
 
@@ -62,16 +76,13 @@ class OperationDefaults(CamelModel):
     )
 
 
-class OperationFields(CamelModel):
-    """The fields of one image operation, shared by ImageOperation and Workflow steps."""
+class OperationCommon(CamelModel):
+    """The fields of one image operation except its source image.
+
+    Shared with Workflow steps, whose image may instead come from an earlier step.
+    """
 
     action: Action = Field(description="Pull, Push or Tag.")
-    image: str = Field(
-        min_length=1,
-        max_length=512,
-        pattern=IMAGE_REF,
-        description="Image reference (name[:tag][@digest]); the source for Tag and Push.",
-    )
     target: str | None = Field(
         default=None,
         min_length=1,
@@ -80,7 +91,8 @@ class OperationFields(CamelModel):
         description="Tag: the new reference (required). Push: tag image as target, then push it.",
     )
     force: bool = Field(
-        default=False, description="Tag and Push: move an existing target tag that points elsewhere."
+        default=False,
+        description="Tag and Push: move an existing target tag that points elsewhere.",
     )
     credentials: Credentials | None = None
     platform: str | None = Field(
@@ -92,17 +104,31 @@ class OperationFields(CamelModel):
         "or no tag, otherwise IfNotPresent.",
     )
     expected_digest: str | None = Field(
-        default=None, pattern=DIGEST, description="Fail unless the result has this digest."
+        default=None,
+        max_length=71,
+        pattern=DIGEST,
+        description="Fail unless the result has this digest.",
     )
     dry_run: bool = Field(
         default=False, description="Validate and ask the registry; change nothing on the node."
     )
 
 
+class OperationFields(OperationCommon):
+    """The fields of one image operation, shared by ImageOperation and resolved Workflow steps."""
+
+    image: str = Field(
+        min_length=1,
+        max_length=512,
+        pattern=IMAGE_REF,
+        description="Image reference (name[:tag][@digest]); the source for Tag and Push.",
+    )
+
+
 class ImageOperationSpec(OperationFields):
     """Desired state of an ImageOperation."""
 
-    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": SPEC_RULES})
+    model_config = ConfigDict(json_schema_extra=validations(*SPEC_RULES))
 
     node_name: str | None = Field(
         default=None,
@@ -128,28 +154,36 @@ class ImageOperationSpec(OperationFields):
 class ImageOperationStatus(CamelModel):
     """Observed state of an ImageOperation."""
 
-    phase: Phase | None = None
-    observed_generation: int | None = Field(default=None, ge=0)
-    conditions: list[Condition] = Field(default_factory=list)
-    node: str | None = None
+    phase: Phase | None = Field(default=None, description="Phase of the operation.")
+    observed_generation: int | None = Field(
+        default=None, ge=0, description="metadata.generation this status describes."
+    )
+    conditions: list[Condition] = Field(default_factory=list, description="Standard conditions.")
+    node: str | None = Field(default=None, description="Node the operation runs on.")
     job_id: str | None = Field(default=None, description="Identifier of the current run.")
-    attempts: int = Field(default=0, ge=0)
-    start_time: datetime | None = None
-    completion_time: datetime | None = None
-    next_retry_time: datetime | None = None
-    duration_seconds: float | None = Field(default=None, ge=0)
+    attempts: int = Field(default=0, ge=0, description="Attempts started so far.")
+    start_time: datetime | None = Field(default=None, description="When the first attempt began.")
+    completion_time: datetime | None = Field(default=None, description="When it finished.")
+    next_retry_time: datetime | None = Field(
+        default=None, description="When the next attempt starts after a retryable failure."
+    )
+    duration_seconds: float | None = Field(
+        default=None, ge=0, description="Time from start to completion."
+    )
     pull_policy: PullPolicy | None = Field(default=None, description="The effective pull policy.")
     digest: str | None = Field(default=None, description="Registry (manifest) digest.")
     short_digest: str | None = Field(default=None, description="First 12 hex digits of digest.")
-    image_id: str | None = None
-    size_bytes: int | None = Field(default=None, ge=0)
-    cache_hit: bool | None = None
+    image_id: str | None = Field(default=None, description="Local image ID of the result.")
+    size_bytes: int | None = Field(default=None, ge=0, description="Size of the image.")
+    cache_hit: bool | None = Field(
+        default=None, description="Pull: the image was already on the node."
+    )
     previous_target_image_id: str | None = Field(
         default=None, description="Tag: the image the target pointed at before it was moved."
     )
     dry_run_result: str | None = Field(default=None, description="What a dry run found.")
-    progress: Progress | None = None
-    last_error: ErrorInfo | None = None
+    progress: Progress | None = Field(default=None, description="Transfer progress.")
+    last_error: ErrorInfo | None = Field(default=None, description="The latest failure.")
 
 
 class ImageOperation(CamelModel):
@@ -169,9 +203,12 @@ __all__ = [
     "PLURAL",
     "SHORT_NAMES",
     "SINGULAR",
+    "SPEC_RULES",
     "ImageOperation",
     "ImageOperationSpec",
     "ImageOperationStatus",
+    "OperationCommon",
     "OperationDefaults",
     "OperationFields",
+    "operation_rules",
 ]

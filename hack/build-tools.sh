@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # Builds the Kubernetes test-bed binaries (kube-apiserver, kubectl, etcd) from
-# the pinned Go module in hack/tools and links them into a bin directory.
+# the pinned Go module in hack/tools, and helm from its own module in
+# hack/tools/helm (helm pins other k8s.io library versions than kube-apiserver),
+# and links them into a bin directory.
 #
 # Cache: the binaries live OUTSIDE the repo, in
 #   ${IMAGEOPS_TOOLS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/imageops/tools}/<key>/
-# where <key> hashes hack/tools/go.mod + go.sum + the build recipe below, so
-# every clone on a machine shares one build and a bump of the pins rebuilds.
+#   ${IMAGEOPS_TOOLS_CACHE:-...}/helm-<helm key>/
+# where <key> hashes hack/tools/go.mod + go.sum + the build recipe below (the
+# helm key likewise for hack/tools/helm), so every clone on a machine shares one
+# build and a bump of the pins rebuilds only what changed.
 # A flock serialises concurrent builds (two clones running `up` at once): the
 # machine has few cores and a second parallel build would only slow both.
 #
@@ -20,6 +24,7 @@ set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
 TOOLS_MOD="$REPO/hack/tools"
+HELM_MOD="$REPO/hack/tools/helm"
 # Bump when the build command/flags change so caches keyed on go.mod refresh.
 RECIPE_VERSION=2
 # Toolchain fetched when no usable Go (>= 1.21, which can self-upgrade to the
@@ -29,9 +34,10 @@ BOOTSTRAP_GO=go1.25.0
 log() { printf 'build-tools: %s\n' "$*" >&2; }
 die() { printf 'build-tools: ERROR: %s\n' "$*" >&2; exit 1; }
 
-# Module version of $1 as pinned in hack/tools/go.mod.
+# Module version of $1 as pinned in ${2:-hack/tools}/go.mod (require lines only).
 pinned_version() {
-  awk -v m="$1" '$1 == m && $2 ~ /^v/ { print $2; exit }' "$TOOLS_MOD/go.mod"
+  awk -v m="$1" '($1 == m && $2 ~ /^v/) || ($1 == "require" && $2 == m) { print ($1 == m ? $2 : $3); exit }' \
+    "${2:-$TOOLS_MOD}/go.mod"
 }
 
 # ldflags stamp the real version: without them kube-apiserver reports
@@ -47,6 +53,27 @@ k8s_ldflags() {
     flags+=" -X $pkg.gitTreeState=clean"
   done
   printf '%s' "$flags"
+}
+
+# Helm's Makefile stamps its version and the Kubernetes version it reports to
+# charts (.Capabilities.KubeVersion) and to `helm lint`; same here.
+helm_ldflags() {
+  local v kv minor pkg flags="-s -w"
+  v=$(pinned_version helm.sh/helm/v3 "$HELM_MOD")
+  kv=$(pinned_version k8s.io/client-go "$HELM_MOD")
+  [[ -n "$v" && -n "$kv" ]] || die "helm.sh/helm/v3 or k8s.io/client-go not pinned in $HELM_MOD/go.mod"
+  minor=${kv#v0.}; minor=${minor%%.*}
+  flags+=" -X helm.sh/helm/v3/internal/version.version=$v -X helm.sh/helm/v3/internal/version.gitTreeState=clean"
+  for pkg in helm.sh/helm/v3/pkg/lint/rules helm.sh/helm/v3/pkg/chartutil; do
+    flags+=" -X $pkg.k8sVersionMajor=1 -X $pkg.k8sVersionMinor=$minor"
+  done
+  printf '%s' "$flags"
+}
+
+helm_cache_key() {
+  { cat "$HELM_MOD/go.mod" "$HELM_MOD/go.sum"
+    printf 'recipe=%s ldflags=%s arch=%s\n' "$RECIPE_VERSION" "$(helm_ldflags)" "$(uname -m)"
+  } | sha256sum | cut -c1-16
 }
 
 cache_key() {
@@ -121,37 +148,62 @@ build_into() {
   if [[ -f "$out/v3" ]]; then mv "$out/v3" "$out/etcd"; fi
 }
 
+build_helm_into() {
+  local out="$1" gobin="$2"
+  log "building helm $(pinned_version helm.sh/helm/v3 "$HELM_MOD") with $("$gobin" version) (log: $out.log)"
+  if ! (cd "$HELM_MOD" && CGO_ENABLED=0 GOTOOLCHAIN="${GOTOOLCHAIN:-auto}" GOFLAGS=-buildvcs=false \
+        "$gobin" build -ldflags "$(helm_ldflags)" -o "$out/helm" helm.sh/helm/v3/cmd/helm \
+        >"$out.log" 2>&1); then
+    tail -n 30 "$out.log" >&2
+    die "go build of helm failed (full log: $out.log)"
+  fi
+}
+
+all_executable() { # DIR NAME...
+  local d=$1 b
+  shift
+  for b in "$@"; do [[ -x "$d/$b" ]] || return 1; done
+}
+
+# cached_build ROOT DIR BUILD_FN NAME...: runs BUILD_FN into DIR unless every
+# NAME is already there; under $ROOT/.lock, re-checking after the wait.
+cached_build() {
+  local root=$1 dir=$2 build=$3 gobin start
+  shift 3
+  all_executable "$dir" "$@" && return 0
+  exec 9>"$root/.lock"
+  if ! flock -n 9; then
+    log "another build holds $root/.lock; waiting for it"
+    flock 9
+  fi
+  # Re-check: the build we waited for may have produced exactly this key.
+  if ! all_executable "$dir" "$@"; then
+    gobin=$(find_go "$root")
+    start=$SECONDS
+    rm -rf "$dir.tmp"; mkdir -p "$dir.tmp"
+    "$build" "$dir.tmp" "$gobin"
+    mv "$dir.tmp.log" "$dir.tmp/build.log"
+    rm -rf "$dir"; mv "$dir.tmp" "$dir"
+    log "built $* in $((SECONDS - start))s into $dir"
+  fi
+  exec 9>&-
+  all_executable "$dir" "$@" || die "missing one of $* in $dir after build"
+}
+
 main() {
   local bin_dir="${1:-${IMAGEOPS_TESTENV_DIR:-$REPO/.testenv}/bin}"
   local root="${IMAGEOPS_TOOLS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/imageops/tools}"
-  local key dir b gobin start
-  key=$(cache_key); dir="$root/$key"
+  local dir helm_dir b
+  dir="$root/$(cache_key)"
+  helm_dir="$root/helm-$(helm_cache_key)"
   mkdir -p "$root"
-  if [[ ! -x "$dir/kube-apiserver" || ! -x "$dir/kubectl" || ! -x "$dir/etcd" ]]; then
-    exec 9>"$root/.lock"
-    if ! flock -n 9; then
-      log "another build holds $root/.lock; waiting for it"
-      flock 9
-    fi
-    # Re-check: the build we waited for may have produced exactly this key.
-    if [[ ! -x "$dir/kube-apiserver" || ! -x "$dir/kubectl" || ! -x "$dir/etcd" ]]; then
-      gobin=$(find_go "$root")
-      start=$SECONDS
-      rm -rf "$dir.tmp"; mkdir -p "$dir.tmp"
-      build_into "$dir.tmp" "$gobin"
-      mv "$dir.tmp.log" "$dir.tmp/build.log"
-      rm -rf "$dir"; mv "$dir.tmp" "$dir"
-      log "built in $((SECONDS - start))s into $dir"
-    fi
-    exec 9>&-
-  fi
-  for b in kube-apiserver kubectl etcd; do
-    [[ -x "$dir/$b" ]] || die "missing $dir/$b after build"
-  done
+  cached_build "$root" "$dir" build_into kube-apiserver kubectl etcd
+  cached_build "$root" "$helm_dir" build_helm_into helm
   mkdir -p "$bin_dir"
   for b in kube-apiserver kubectl etcd; do
     ln -sfn "$dir/$b" "$bin_dir/$b"
   done
+  ln -sfn "$helm_dir/helm" "$bin_dir/helm"
   echo "$dir"
 }
 

@@ -64,6 +64,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     logging.basicConfig(level=args.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # kopf logs every handled event at INFO: thousands of lines under load, nothing to act on.
+    logging.getLogger("kopf.objects").setLevel(max(logging.WARNING, logging.getLogger().level))
     if args.max_concurrent < 1:
         print("--max-concurrent must be at least 1", file=sys.stderr)
         return 2

@@ -54,7 +54,8 @@ class _Running:
 
 
 def _now() -> datetime:
-    return datetime.now(UTC).replace(microsecond=0)
+    # Full precision: durations are computed from it; status timestamps are cut to seconds.
+    return datetime.now(UTC)
 
 
 class Agent:

@@ -11,7 +11,8 @@ import logging
 import socket
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
@@ -19,6 +20,7 @@ from kubernetes.client.exceptions import ApiException
 from imageops.models.base import GROUP, VERSION
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 # Merge patches: ``None`` deletes a field, and lists (conditions) are replaced whole.
 MERGE_PATCH = "application/merge-patch+json"
 
@@ -63,6 +65,7 @@ class Kube:
     def __init__(self, api: client.ApiClient, component: str, host: str | None = None) -> None:
         self.core = client.CoreV1Api(api)
         self.custom = client.CustomObjectsApi(api)
+        self.coordination = client.CoordinationV1Api(api)
         self.component = component
         self.host = host or socket.gethostname()
 
@@ -102,6 +105,93 @@ class Kube:
             raise
         return True
 
+    def get_custom(self, namespace: str, plural: str, name: str) -> dict[str, Any] | None:
+        """One custom object of this API group, or None."""
+        try:
+            obj = self.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, plural, name)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return dict(obj)
+
+    def list_custom(self, namespace: str | None, plural: str, label_selector: str = "") -> list[dict[str, Any]]:
+        """Custom objects of this API group in a namespace (None: every namespace)."""
+        if namespace is None:
+            result = self.custom.list_cluster_custom_object(
+                GROUP, VERSION, plural, label_selector=label_selector or None)
+        else:
+            result = self.custom.list_namespaced_custom_object(
+                GROUP, VERSION, namespace, plural, label_selector=label_selector or None)
+        return list(result.get("items", []))
+
+    def create_custom(self, namespace: str, plural: str, body: dict[str, Any]) -> dict[str, Any] | None:
+        """Create a custom object; None when it exists already (creation is idempotent)."""
+        try:
+            obj = self.custom.create_namespaced_custom_object(GROUP, VERSION, namespace, plural, body)
+        except ApiException as exc:
+            if exc.status == 409:
+                return None
+            raise
+        return dict(obj)
+
+    def delete_custom(self, namespace: str, plural: str, name: str) -> bool:
+        """Delete a custom object (background propagation); False when it was gone."""
+        try:
+            self.custom.delete_namespaced_custom_object(
+                GROUP, VERSION, namespace, plural, name, propagation_policy="Background")
+        except ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True
+
+    def apply_configmap(self, namespace: str, name: str, data: dict[str, str],
+                        labels: dict[str, str] | None = None) -> None:
+        """Create or replace a ConfigMap."""
+        body = client.V1ConfigMap(
+            metadata=client.V1ObjectMeta(name=name, namespace=namespace, labels=labels or {}),
+            data=data,
+        )
+        try:
+            self.core.create_namespaced_config_map(namespace, body)
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+            self.core.replace_namespaced_config_map(name, namespace, body)
+
+    def read_agent_leases(
+        self, namespace: str, label: str
+    ) -> tuple[dict[str, tuple[datetime, int]], dict[str, dict[str, str]]]:
+        """Agents' leases (node → renew time, duration) and every Node's labels."""
+        leases: dict[str, tuple[datetime, int]] = {}
+        for lease in self.coordination.list_namespaced_lease(namespace, label_selector=label).items:
+            node = (lease.metadata.labels or {}).get(label)
+            renew = lease.spec.renew_time if lease.spec else None
+            if node and renew is not None:
+                leases[node] = (renew, int(lease.spec.lease_duration_seconds or 0))
+        labels = {n.metadata.name: dict(n.metadata.labels or {}) for n in self.core.list_node().items}
+        return leases, labels
+
+    def renew_lease(self, namespace: str, name: str, holder: str, duration: int,
+                    labels: dict[str, str]) -> None:
+        """Create or renew a Lease held by ``holder`` (the agent's heartbeat)."""
+        now = datetime.now(UTC)
+        spec = client.V1LeaseSpec(holder_identity=holder, lease_duration_seconds=duration,
+                                  renew_time=now)
+        try:
+            lease = self.coordination.read_namespaced_lease(name, namespace)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+            spec.acquire_time = now
+            body = client.V1Lease(metadata=client.V1ObjectMeta(
+                name=name, namespace=namespace, labels=labels), spec=spec)
+            self.coordination.create_namespaced_lease(namespace, body)
+            return
+        lease.spec = spec
+        self.coordination.replace_namespaced_lease(name, namespace, lease)
+
     def post_event(self, ref: ObjectRef, etype: str, reason: str, message: str) -> None:
         """Record a core/v1 Event on the object (shown by kubectl describe)."""
         now = datetime.now(UTC)
@@ -136,6 +226,10 @@ class AsyncKube:
 
     def __init__(self, kube: Kube) -> None:
         self.sync = kube
+
+    async def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run any blocking :class:`Kube` method (or other call) in a thread."""
+        return await asyncio.to_thread(fn, *args, **kwargs)
 
     async def get_secret(self, namespace: str, name: str) -> tuple[str | None, dict[str, str]] | None:
         """See :meth:`Kube.get_secret`."""

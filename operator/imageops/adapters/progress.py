@@ -18,15 +18,15 @@ from imageops.services.backend import CancelToken, ImageInfo, ProgressCallback, 
 from imageops.services.errors import OperationError, from_message
 from imageops.services.reference import ImageRef
 
-DIGEST_RE = re.compile(r"sha256:[a-f0-9]{64}")
+_DIGEST_RE = re.compile(r"sha256:[a-f0-9]{64}")
 _PULL_DIGEST_RE = re.compile(r"^Digest: (sha256:[a-f0-9]{64})")
 _PUSH_DIGEST_RE = re.compile(r"digest: (sha256:[a-f0-9]{64}) size: (\d+)")
-# Layer ids are truncated to 12 hex characters by the daemon; anything else
-# carrying an "id" (the tag in "v1: Pulling from x") is not a layer.
+# The daemon shows layer ids cut to 12 hex characters.
 _LAYER_ID_RE = re.compile(r"^[a-f0-9]{12}$")
 _CLI_LINE_RE = re.compile(r"^(?P<id>[a-f0-9]{12}): (?P<status>.+)$")
 
-# Only items with these statuses describe a layer (an "id" may also be a tag).
+# Only items with these statuses describe a layer: "v1: Pulling from x" carries
+# the tag as its id, and a tag may look like a layer id.
 _LAYER_STATUSES = ("Pulling fs layer", "Waiting", "Downloading", "Verifying Checksum",
                    "Download complete", "Extracting", "Pull complete", "Already exists",
                    "Preparing", "Pushing", "Pushed", "Layer already exists", "Mounted from",
@@ -62,7 +62,7 @@ def pull_digest(item: Mapping[str, Any]) -> str | None:
 def push_digest(item: Mapping[str, Any]) -> tuple[str, int] | None:
     """(digest, size) from a push's aux item or its "tag: digest: ... size: N" status line."""
     aux = item.get("aux")
-    if isinstance(aux, Mapping) and DIGEST_RE.fullmatch(str(aux.get("Digest") or "")):
+    if isinstance(aux, Mapping) and _DIGEST_RE.fullmatch(str(aux.get("Digest") or "")):
         return str(aux["Digest"]), int(aux.get("Size") or 0)
     match = _PUSH_DIGEST_RE.search(str(item.get("status") or ""))
     if match:

@@ -1,0 +1,102 @@
+"""The controller's in-memory index of ImageOperations.
+
+Fed by the controller's watch of every ImageOperation; workflows and
+sessions look their operations up here instead of listing the API server,
+and subscribe to be told when one of theirs changes.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+WORKFLOW_LABEL = "imageops.dev/workflow"
+STEP_LABEL = "imageops.dev/step"
+NODE_LABEL = "imageops.dev/node"
+RUN_LABEL = "imageops.dev/run"
+SESSION_LABEL = "imageops.dev/session"
+
+Body = Mapping[str, Any]
+Listener = Callable[[str | None, Body], Awaitable[None]]
+Key = tuple[str, str]  # (namespace, name)
+
+
+def session_of(body: Body) -> str | None:
+    """The ImageSession an operation belongs to (spec.sessionRef), if any."""
+    ref = (body.get("spec") or {}).get("sessionRef") or {}
+    name = ref.get("name")
+    return str(name) if name else None
+
+
+def workflow_of(body: Body) -> str | None:
+    """The Workflow that created an operation (its label), if any."""
+    labels = body.get("metadata", {}).get("labels") or {}
+    name = labels.get(WORKFLOW_LABEL)
+    return str(name) if name else None
+
+
+class OperationIndex:
+    """Latest body of every ImageOperation, by uid, workflow and session."""
+
+    def __init__(self) -> None:
+        self._bodies: dict[str, Body] = {}
+        self._by_workflow: dict[Key, set[str]] = defaultdict(set)
+        self._by_session: dict[Key, set[str]] = defaultdict(set)
+        self._listeners: list[Listener] = []
+
+    def __len__(self) -> int:
+        return len(self._bodies)
+
+    def subscribe(self, listener: Listener) -> None:
+        """Call ``listener(event_type, body)`` after each indexed event."""
+        self._listeners.append(listener)
+
+    async def observe(self, event_type: str | None, body: Body) -> None:
+        """Index one watch event, then tell the listeners."""
+        self._update(event_type, body)
+        for listener in self._listeners:
+            try:
+                await listener(event_type, body)
+            except Exception:
+                # One listener's bug must not stop the others from seeing the event.
+                log.exception("listener failed on %s", body.get("metadata", {}).get("name"))
+
+    def _update(self, event_type: str | None, body: Body) -> None:
+        meta = body["metadata"]
+        uid, ns = meta["uid"], meta["namespace"]
+        wf, session = workflow_of(body), session_of(body)
+        if event_type == "DELETED":
+            self._bodies.pop(uid, None)
+            if wf:
+                self._by_workflow[ns, wf].discard(uid)
+            if session:
+                self._by_session[ns, session].discard(uid)
+            return
+        self._bodies[uid] = body
+        if wf:
+            self._by_workflow[ns, wf].add(uid)
+        if session:
+            self._by_session[ns, session].add(uid)
+
+    def get(self, uid: str) -> Body | None:
+        """The latest body of one operation."""
+        return self._bodies.get(uid)
+
+    def by_workflow(self, namespace: str, name: str) -> list[Body]:
+        """Operations created for a Workflow (label imageops.dev/workflow)."""
+        return self._collect(self._by_workflow.get((namespace, name), set()))
+
+    def by_session(self, namespace: str, name: str) -> list[Body]:
+        """Operations whose spec.sessionRef names the session."""
+        return self._collect(self._by_session.get((namespace, name), set()))
+
+    def all(self) -> list[Body]:
+        """Every indexed operation."""
+        return list(self._bodies.values())
+
+    def _collect(self, uids: set[str]) -> list[Body]:
+        return [self._bodies[u] for u in sorted(uids) if u in self._bodies]

@@ -48,6 +48,15 @@ def build_parser() -> argparse.ArgumentParser:
     runp.add_argument("--backoff-base", type=float, default=2.0,
                       help="first retry delay in seconds (doubles each retry)")
     runp.add_argument("--backoff-cap", type=float, default=60.0, help="longest retry delay")
+    runp.add_argument("--lease-namespace", default=os.environ.get("POD_NAMESPACE") or "default",
+                      help="namespace of the agents' heartbeat Leases (default: $POD_NAMESPACE "
+                      "or default)")
+    runp.add_argument("--lease-duration", type=int, default=30,
+                      help="agent heartbeat Lease duration in seconds (renewed every third)")
+    runp.add_argument("--node-grace-seconds", type=float, default=60.0,
+                      help="how long a node may be without a live agent before its operations "
+                      "fail with NodeUnavailable")
+    runp.add_argument("--sweep-interval", type=float, default=2.0, help=argparse.SUPPRESS)
     runp.add_argument("--log-level", default="INFO")
 
     crds = sub.add_parser("crds", help="write the CRDs generated from the models")
@@ -81,6 +90,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         progress_interval=args.progress_interval,
         backoff_base=args.backoff_base,
         backoff_cap=args.backoff_cap,
+        lease_namespace=args.lease_namespace,
+        lease_duration=args.lease_duration,
+        node_grace_seconds=args.node_grace_seconds,
+        sweep_interval=args.sweep_interval,
     )
     asyncio.run(run(options))
     return 0

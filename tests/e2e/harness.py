@@ -42,7 +42,8 @@ class OperatorProcess:
         self.metrics_port = free_port()
         self.args = ["--node-name", node, "--metrics-port", str(self.metrics_port),
                      "--all-namespaces", "--backoff-base", "1", "--backoff-cap", "4",
-                     "--progress-interval", "1", *args]
+                     "--progress-interval", "1", "--lease-duration", "6",
+                     "--node-grace-seconds", "6", "--sweep-interval", "1", *args]
         self.log_path = log_dir / f"operator-{node}-{uuid.uuid4().hex[:6]}.log"
         self.proc: subprocess.Popen[bytes] | None = None
 

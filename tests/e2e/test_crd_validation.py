@@ -132,8 +132,6 @@ def test_valid_image_operations_are_accepted_with_defaults(objects: Objects) -> 
     created = objects.create("ImageOperation", pull(expectedDigest=DIGEST, platform="linux/amd64"))
     assert created["spec"] == {
         **pull(expectedDigest=DIGEST, platform="linux/amd64"),
-        "backoffLimit": 3,
-        "timeoutSeconds": 600,
         "force": False,
         "dryRun": False,
     }

@@ -142,12 +142,9 @@ def test_spec_is_required_for_operations_and_workflows_only() -> None:
 
 def test_defaults_reach_the_schema() -> None:
     op = _root("ImageOperation")["properties"]["spec"]["properties"]
-    assert {k: op[k]["default"] for k in ("backoffLimit", "timeoutSeconds", "force", "dryRun")} == {
-        "backoffLimit": 3,
-        "timeoutSeconds": 600,
-        "force": False,
-        "dryRun": False,
-    }
+    assert {k: op[k]["default"] for k in ("force", "dryRun")} == {"force": False, "dryRun": False}
+    # Unset, they come from the operation's ImageSession, else 3 and 600 (services.effective).
+    assert "default" not in op["backoffLimit"] and "default" not in op["timeoutSeconds"]
     wf = _root("Workflow")["properties"]["spec"]["properties"]
     assert wf["failFast"]["default"] is True
     assert wf["parallelism"]["default"] == 1

@@ -12,7 +12,7 @@ import socket
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
@@ -53,9 +53,9 @@ class ObjectRef:
 def load_api_client() -> client.ApiClient:
     """An API client from the in-cluster service account, else from KUBECONFIG."""
     try:
-        config.load_incluster_config()
+        config.load_incluster_config()  # type: ignore[no-untyped-call]
     except config.ConfigException:
-        config.load_kube_config()
+        config.load_kube_config()  # type: ignore[no-untyped-call]
     return client.ApiClient()
 
 
@@ -77,7 +77,9 @@ class Kube:
             if exc.status == 404:
                 return None
             raise
-        return secret.type, dict(secret.data or {})
+        # The client hands .data over still base64-encoded, as str.
+        data = {k: v.decode() if isinstance(v, bytes) else v for k, v in (secret.data or {}).items()}
+        return secret.type, data
 
     def patch_status(self, ref: ObjectRef, patch: dict[str, Any]) -> bool:
         """Merge-patch the status subresource; False when the object is gone."""
@@ -113,7 +115,7 @@ class Kube:
             if exc.status == 404:
                 return None
             raise
-        return dict(obj)
+        return cast(dict[str, Any], obj)
 
     def list_custom(self, namespace: str | None, plural: str, label_selector: str = "") -> list[dict[str, Any]]:
         """Custom objects of this API group in a namespace (None: every namespace)."""
@@ -123,7 +125,7 @@ class Kube:
         else:
             result = self.custom.list_namespaced_custom_object(
                 GROUP, VERSION, namespace, plural, label_selector=label_selector or None)
-        return list(result.get("items", []))
+        return list(cast(dict[str, Any], result).get("items", []))
 
     def create_custom(self, namespace: str, plural: str, body: dict[str, Any]) -> dict[str, Any] | None:
         """Create a custom object; None when it exists already (creation is idempotent)."""
@@ -133,7 +135,7 @@ class Kube:
             if exc.status == 409:
                 return None
             raise
-        return dict(obj)
+        return cast(dict[str, Any], obj)
 
     def delete_custom(self, namespace: str, plural: str, name: str) -> bool:
         """Delete a custom object (background propagation); False when it was gone."""
@@ -166,11 +168,15 @@ class Kube:
         """Agents' leases (node → renew time, duration) and every Node's labels."""
         leases: dict[str, tuple[datetime, int]] = {}
         for lease in self.coordination.list_namespaced_lease(namespace, label_selector=label).items:
-            node = (lease.metadata.labels or {}).get(label)
-            renew = lease.spec.renew_time if lease.spec else None
-            if node and renew is not None:
-                leases[node] = (renew, int(lease.spec.lease_duration_seconds or 0))
-        labels = {n.metadata.name: dict(n.metadata.labels or {}) for n in self.core.list_node().items}
+            # The holder is the node's full name (label values are cut at 63 characters).
+            spec = lease.spec
+            if spec and spec.holder_identity and spec.renew_time is not None:
+                leases[spec.holder_identity] = (spec.renew_time, int(spec.lease_duration_seconds or 0))
+        labels = {
+            n.metadata.name: dict(n.metadata.labels or {})
+            for n in self.core.list_node().items
+            if n.metadata and n.metadata.name
+        }
         return leases, labels
 
     def renew_lease(self, namespace: str, name: str, holder: str, duration: int,

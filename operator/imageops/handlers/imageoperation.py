@@ -13,7 +13,7 @@ import kopf
 from imageops.models.base import GROUP, VERSION
 from imageops.models.imageoperation import PLURAL
 from imageops.workers.agent import Agent
-from imageops.workers.assigner import Assigner
+from imageops.workers.opindex import OperationIndex
 
 
 def register_agent(registry: kopf.OperatorRegistry, agent: Agent) -> None:
@@ -24,9 +24,9 @@ def register_agent(registry: kopf.OperatorRegistry, agent: Agent) -> None:
         await agent.observe(event.get("type"), event["object"])
 
 
-def register_controller(registry: kopf.OperatorRegistry, assigner: Assigner) -> None:
-    """Assign ImageOperations created without a nodeName to a node."""
+def register_controller(registry: kopf.OperatorRegistry, index: OperationIndex) -> None:
+    """Feed every ImageOperation event to the controller's index (and its listeners)."""
 
     @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry)
-    async def imageoperation_assign(event: kopf.RawEvent, **_: Any) -> None:
-        await assigner.observe(event.get("type"), event["object"])
+    async def imageoperation_index(event: kopf.RawEvent, **_: Any) -> None:
+        await index.observe(event.get("type"), event["object"])

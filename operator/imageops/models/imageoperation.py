@@ -27,6 +27,9 @@ KIND = "ImageOperation"
 PLURAL = "imageoperations"
 SINGULAR = "imageoperation"
 SHORT_NAMES = ["imgop"]
+# Built-in defaults, applied by the agent after the session's (see services.effective).
+DEFAULT_BACKOFF_LIMIT = 3
+DEFAULT_TIMEOUT_SECONDS = 600
 
 
 def operation_rules(prefix: str = "spec.") -> list[JsonDict]:
@@ -143,11 +146,19 @@ class ImageOperationSpec(OperationFields):
     session_ref: LocalObjectReference | None = Field(
         default=None, description="ImageSession this operation belongs to."
     )
-    backoff_limit: int = Field(
-        default=3, ge=0, le=20, description="Retries after a retryable failure."
+    backoff_limit: int | None = Field(
+        default=None,
+        ge=0,
+        le=20,
+        description="Retries after a retryable failure; when unset, the session's backoffLimit "
+        f"or {DEFAULT_BACKOFF_LIMIT}.",
     )
-    timeout_seconds: int = Field(
-        default=600, ge=1, le=86400, description="Time limit of one attempt, in seconds."
+    timeout_seconds: int | None = Field(
+        default=None,
+        ge=1,
+        le=86400,
+        description="Time limit of one attempt in seconds; when unset, the session's "
+        f"timeoutSeconds or {DEFAULT_TIMEOUT_SECONDS}.",
     )
 
 

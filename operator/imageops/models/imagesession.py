@@ -27,6 +27,11 @@ SHORT_NAMES = ["imgsess"]
 HISTORY_LIMIT = 50
 MAX_HISTORY = 500
 MAX_CONDITIONS = 16
+# Folded operations whose recorded-generation annotation is not written yet: the
+# controller folds no more than this many before the annotations catch up.
+MAX_RECORDED = 256
+# "<uid>/<generation>": a 36-character uid, a slash and up to 19 digits.
+RECORDED_KEY_LENGTH = 64
 # host[:port], optionally starting with "*." to allow every subdomain.
 REGISTRY_PATTERN = r"^(\*\.)?[a-z0-9]([-a-z0-9.]*[a-z0-9])?(:[0-9]{1,5})?$"
 
@@ -98,6 +103,10 @@ class ActionStats(CamelModel):
     min_seconds: float | None = Field(default=None, ge=0, description="Shortest duration.")
     avg_seconds: float | None = Field(default=None, ge=0, description="Mean duration.")
     max_seconds: float | None = Field(default=None, ge=0, description="Longest duration.")
+    total_seconds: float = Field(default=0, ge=0, description="Sum of the durations.")
+    timed: int = Field(
+        default=0, ge=0, description="Finished operations that reported a duration."
+    )
 
 
 class ErrorRecord(CamelModel):
@@ -161,6 +170,9 @@ class ImageSessionStatus(CamelModel):
         max_length=MAX_HISTORY,
         description="The latest finished operations, newest last (at most spec.historyLimit).",
     )
+    cache_hits: int = Field(
+        default=0, ge=0, description="Successful pulls that found the image on the node."
+    )
     cache_hit_ratio: float | None = Field(
         default=None, ge=0, le=1, description="Share of pulls that found the image on the node."
     )
@@ -175,6 +187,13 @@ class ImageSessionStatus(CamelModel):
         max_length=253,
         pattern=DNS_SUBDOMAIN,
         description="ConfigMap holding the archived history (preserveLogs).",
+    )
+    recorded: list[Annotated[str, Field(max_length=RECORDED_KEY_LENGTH)]] = Field(
+        default_factory=list,
+        max_length=MAX_RECORDED,
+        description="Operations (uid/generation) already counted here whose "
+        "imageops.dev/recorded-generation annotation may not be written yet; "
+        "a restarted controller does not count them again.",
     )
 
 
@@ -194,6 +213,7 @@ __all__ = [
     "HISTORY_LIMIT",
     "KIND",
     "MAX_HISTORY",
+    "MAX_RECORDED",
     "PLURAL",
     "SHORT_NAMES",
     "SINGULAR",

@@ -258,6 +258,11 @@ class WorkflowStatus(CamelModel):
         default_factory=list, max_length=MAX_CONDITIONS, description="Standard conditions."
     )
     run_id: str | None = Field(default=None, max_length=63, description="Identifier of this run.")
+    node: str | None = Field(
+        default=None,
+        max_length=253,
+        description="Node every step of this run runs on (not set for a fan-out).",
+    )
     steps: StepStatusMap = Field(default_factory=dict)
     nodes: dict[str, NodeStatus] = Field(
         default_factory=dict,

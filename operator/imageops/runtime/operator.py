@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +23,10 @@ from imageops.models.base import GROUP
 from imageops.models.imageoperation import PLURAL
 from imageops.workers.agent import Agent, AgentConfig
 from imageops.workers.assigner import Assigner
+from imageops.workers.context import ControllerContext
+from imageops.workers.heartbeat import run_heartbeat
+from imageops.workers.nodes import NodeDirectory
+from imageops.workers.opindex import OperationIndex
 from imageops.workers.executor import AttemptExecutor
 
 log = logging.getLogger(__name__)
@@ -41,6 +46,10 @@ class RunOptions:
     docker_backend: str = "sdk"
     docker_host: str | None = None
     progress_interval: float = 2.0
+    lease_namespace: str = "default"
+    lease_duration: int = 30
+    node_grace_seconds: float = 60.0
+    sweep_interval: float = 2.0
     backoff_base: float = 2.0
     backoff_cap: float = 60.0
 
@@ -92,6 +101,7 @@ async def run(options: RunOptions) -> None:
     kube = AsyncKube(Kube(load_api_client(), component="imageops", host=options.node_name))
     stop = asyncio.Event()
     tasks: list[asyncio.Task[Any]] = [asyncio.create_task(_beat(heartbeat))]
+    background: list[asyncio.Task[Any]] = []
     agent: Agent | None = None
     if "agent" in options.roles:
         agent = _agent(options, kube)
@@ -99,10 +109,12 @@ async def run(options: RunOptions) -> None:
         imageoperation.register_agent(registry, agent)
         settings = _settings(f"spec.nodeName={options.node_name}")
         tasks.append(asyncio.create_task(_operator(options, registry, settings, stop)))
+        background.append(asyncio.create_task(run_heartbeat(
+            kube, options.lease_namespace, options.node_name, options.lease_duration)))
     if "controller" in options.roles:
-        registry = _registry()
-        imageoperation.register_controller(registry, _assigner(options, kube))
+        registry, loops = _controller(options, kube)
         tasks.append(asyncio.create_task(_operator(options, registry, _settings(), stop)))
+        background.extend(asyncio.create_task(loop) for loop in loops)
     try:
         # kopf installs its signal handlers per operator, the last one wins: whichever
         # operator stops first stops the others through the shared flag.
@@ -112,7 +124,8 @@ async def run(options: RunOptions) -> None:
         if agent is not None:
             await agent.shutdown()
         await asyncio.gather(*tasks[1:], return_exceptions=True)
-        tasks[0].cancel()
+        for task in [tasks[0], *background]:
+            task.cancel()
         server.shutdown()
 
 
@@ -129,7 +142,19 @@ def _agent(options: RunOptions, kube: AsyncKube) -> Agent:
     return Agent(config, AttemptExecutor(backend, options.max_concurrent), kube)
 
 
-def _assigner(options: RunOptions, kube: AsyncKube) -> Assigner:
-    # Single machine: every unassigned operation goes to this node.
-    node = options.node_name
-    return Assigner(kube, lambda _selector: [node] if "agent" in options.roles else [])
+def _controller(
+    options: RunOptions, kube: AsyncKube
+) -> tuple[kopf.OperatorRegistry, list[Coroutine[Any, Any, None]]]:
+    """The controller's kopf registry and its background loops."""
+    ctx = ControllerContext(
+        kube=kube,
+        index=OperationIndex(),
+        nodes=NodeDirectory(kube, options.lease_namespace),
+        node_grace_seconds=options.node_grace_seconds,
+        sweep_interval=options.sweep_interval,
+    )
+    registry = _registry()
+    imageoperation.register_controller(registry, ctx.index)
+    assigner = Assigner(ctx)
+    ctx.index.subscribe(assigner.on_operation)
+    return registry, [ctx.nodes.run(), assigner.run_sweeper()]

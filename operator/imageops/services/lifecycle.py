@@ -137,6 +137,7 @@ def retrying_patch(
 
 def _finished(run: RunState, now: datetime) -> dict[str, Any]:
     return {
+        "observedGeneration": run.generation,
         "attempts": run.attempts,
         "completionTime": _stamp(now),
         "durationSeconds": round(max((now - run.start_time).total_seconds(), 0.0), 3),

@@ -10,6 +10,7 @@ never waits for an agent; a deletion cancels the task and its Docker call.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import uuid
 from collections.abc import Mapping
@@ -21,10 +22,13 @@ from imageops.adapters import metrics
 from imageops.adapters.kube import AsyncKube, ObjectRef
 from imageops.models.common import Action, ErrorReason, Phase
 from imageops.models.imageoperation import PLURAL, ImageOperationSpec, ImageOperationStatus
+from imageops.models.imagesession import PLURAL as SESSION_PLURAL
+from imageops.models.imagesession import ImageSessionSpec
 from imageops.services import lifecycle
 from imageops.services.backend import CancelToken, RegistryAuth, TransferProgress
 from imageops.services.backoff import backoff_delay, should_retry
 from imageops.services.credentials import auth_from_secret_data
+from imageops.services.effective import EffectiveSpec, effective_spec
 from imageops.services.errors import OperationError
 from imageops.services.lifecycle import Decision, OperationResult, RunState
 from imageops.services.perform import credential_registry, effective_pull_policy
@@ -92,7 +96,7 @@ class Agent:
         resume = status if decision is Decision.RESUME else None
         task = asyncio.create_task(self._run(ref, spec, generation, resume), name=f"imgop/{ref.name}")
         self.running[uid] = _Running(generation, task)
-        task.add_done_callback(lambda t, u=uid: self._done(u, t))
+        task.add_done_callback(functools.partial(self._done, uid))
 
     def _done(self, uid: str, task: asyncio.Task[None]) -> None:
         current = self.running.get(uid)
@@ -137,8 +141,9 @@ class Agent:
             await self._announce(ref, spec, run, resumed=resume is not None)
             if resume and resume.next_retry_time:
                 await _sleep_until(resume.next_retry_time)
-            auth = await self._prepare(ref, spec)
-            result = await self._attempts(ref, spec, run, auth)
+            effective = await self._effective(ref, spec)
+            auth = await self._prepare(ref, effective)
+            result = await self._attempts(ref, effective, run, auth)
         except OperationError as error:
             await self._fail(ref, spec, run, error)
         else:
@@ -171,16 +176,30 @@ class Agent:
         await self.kube.patch_status(ref, lifecycle.started_patch(run, phase, message, _now(), **extra))
         await self.kube.post_event(ref, "Normal", verb, message)
 
-    async def _prepare(self, ref: ObjectRef, spec: ImageOperationSpec) -> RegistryAuth | None:
+    async def _effective(self, ref: ObjectRef, spec: ImageOperationSpec) -> EffectiveSpec:
+        """The spec with its session's defaults (read at the start of every run)."""
+        session = None
+        if spec.session_ref is not None:
+            body = await self.kube.call(
+                self.kube.sync.get_custom, ref.namespace, SESSION_PLURAL, spec.session_ref.name)
+            if body is None:
+                # GitOps may apply the session after its operations: run without its defaults.
+                log.info("session %s of %s/%s not found", spec.session_ref.name, ref.namespace, ref.name)
+            else:
+                session = ImageSessionSpec.model_validate(body.get("spec") or {})
+        return effective_spec(spec, session, self.config.allowed_registries)
+
+    async def _prepare(self, ref: ObjectRef, effective: EffectiveSpec) -> RegistryAuth | None:
         """Check references and the allowed registries, and resolve credentials."""
+        spec = effective.spec
         for name in [spec.image] + ([spec.target] if spec.target else []):
             parsed = parse_reference(name)
-            if not registry_allowed(parsed, self.config.allowed_registries):
-                raise OperationError(
-                    ErrorReason.FORBIDDEN,
-                    f"registry {parsed.registry} is not allowed on this agent "
-                    f"(allowed: {', '.join(self.config.allowed_registries)})",
-                )
+            for allowed in effective.allowed_registries:
+                if not registry_allowed(parsed, allowed):
+                    raise OperationError(
+                        ErrorReason.FORBIDDEN,
+                        f"registry {parsed.registry} is not allowed (allowed: {', '.join(allowed)})",
+                    )
         registry = credential_registry(spec)
         if spec.credentials is None or registry is None:
             return None
@@ -194,18 +213,19 @@ class Agent:
         return auth_from_secret_data(secret[0], secret[1], registry, secret_name)
 
     async def _attempts(
-        self, ref: ObjectRef, spec: ImageOperationSpec, run: RunState, auth: RegistryAuth | None
+        self, ref: ObjectRef, effective: EffectiveSpec, run: RunState, auth: RegistryAuth | None
     ) -> OperationResult:
         """Attempts until success, a permanent error or the backoff limit."""
+        spec = effective.spec
         while True:
             run.attempts += 1
             if run.attempts > 1 or self.executor.busy():
                 await self.kube.patch_status(ref, {"attempts": run.attempts, "phase": "Running"})
             try:
-                return await self._attempt(ref, spec, auth)
+                return await self._attempt(ref, spec, effective.timeout_seconds, auth)
             except OperationError as error:
                 metrics.ERRORS.labels(str(error.reason)).inc()
-                if not should_retry(error.retryable, run.attempts, spec.backoff_limit):
+                if not should_retry(error.retryable, run.attempts, effective.backoff_limit):
                     raise
                 await self._wait_retry(ref, spec, run, error)
 
@@ -222,7 +242,7 @@ class Agent:
         await asyncio.sleep(delay)
 
     async def _attempt(
-        self, ref: ObjectRef, spec: ImageOperationSpec, auth: RegistryAuth | None
+        self, ref: ObjectRef, spec: ImageOperationSpec, timeout: float, auth: RegistryAuth | None
     ) -> OperationResult:
         """One attempt, sharing identical concurrent pulls, publishing live progress."""
         buffer = ProgressBuffer()
@@ -230,13 +250,13 @@ class Agent:
         try:
             if spec.action != Action.PULL:
                 return await self.executor.run(
-                    spec, auth, spec.timeout_seconds, CancelToken(), buffer.update
+                    spec, auth, timeout, CancelToken(), buffer.update
                 )
             key = (spec.image, spec.platform, str(effective_pull_policy(spec)),
                    spec.expected_digest, spec.dry_run, auth)
 
             async def work(token: CancelToken, progress: Any) -> OperationResult:
-                return await self.executor.run(spec, auth, spec.timeout_seconds, token, progress)
+                return await self.executor.run(spec, auth, timeout, token, progress)
 
             result, shared = await self.flights.run(key, work, buffer.update)
             if shared:

@@ -9,6 +9,7 @@ that other operations still wait for.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
@@ -25,9 +26,11 @@ class _Flight(Generic[T]):
     listeners: list[Callable[[TransferProgress], None]] = field(default_factory=list)
     waiters: int = 0
 
-    def publish(self, progress: TransferProgress) -> None:
-        for listener in list(self.listeners):
-            listener(progress)
+
+def _publish(listeners: list[Callable[[TransferProgress], None]], progress: TransferProgress) -> None:
+    """Hand one progress snapshot to every operation waiting on the flight."""
+    for listener in list(listeners):
+        listener(progress)
 
 
 Work = Callable[[CancelToken, Callable[[TransferProgress], None]], Awaitable[T]]
@@ -50,12 +53,11 @@ class Flights(Generic[T]):
         shared = flight is not None
         if flight is None:
             token = CancelToken()
-            holder: list[_Flight[T]] = []
-            task = asyncio.ensure_future(work(token, lambda p: holder[0].publish(p)))
-            flight = _Flight(task=task, token=token)
-            holder.append(flight)
+            listeners: list[Callable[[TransferProgress], None]] = []
+            task = asyncio.ensure_future(work(token, functools.partial(_publish, listeners)))
+            flight = _Flight(task=task, token=token, listeners=listeners)
             self._flights[key] = flight
-            task.add_done_callback(lambda _t, k=key, f=flight: self._forget(k, f))
+            task.add_done_callback(functools.partial(self._forget, key, flight))
         flight.waiters += 1
         flight.listeners.append(on_progress)
         try:
@@ -68,7 +70,7 @@ class Flights(Generic[T]):
                 flight.token.cancel("cancelled")
                 flight.task.cancel()
 
-    def _forget(self, key: Hashable, flight: _Flight[T]) -> None:
+    def _forget(self, key: Hashable, flight: _Flight[T], _task: object = None) -> None:
         if self._flights.get(key) is flight:
             del self._flights[key]
         if not flight.task.cancelled():

@@ -1,0 +1,61 @@
+"""Agent heartbeats: assignment to live nodes and NodeUnavailable for gone ones."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from kubernetes import client
+
+from tests.e2e.harness import OperatorProcess, Ops, wait_until
+from tests.testbed import Testbed
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def labelled_node(kube_api: client.ApiClient) -> Iterator[str]:
+    """A Node object labelled pool=gpu-test (the bed has no kubelet; the object is real)."""
+    core = client.CoreV1Api(kube_api)
+    name = "e2e-pool-node"
+    core.create_node(client.V1Node(metadata=client.V1ObjectMeta(
+        name=name, labels={"pool": "gpu-test"})))
+    yield name
+    core.delete_node(name)
+
+
+def test_selector_assigns_to_a_live_matching_node(
+    operator: OperatorProcess, ops: Ops, testbed: Testbed, log_dir: Path, labelled_node: str
+) -> None:
+    agent = OperatorProcess(labelled_node, "--role", "agent", log_dir=log_dir).start()
+    try:
+        ref = testbed.make_image(testbed.unique())
+        ops.create("select", {"action": "Tag", "image": ref, "target": testbed.unique(),
+                              "nodeSelector": {"pool": "gpu-test"}})
+        status = ops.wait_phase("select", timeout=60)
+    finally:
+        agent.stop()
+    assert status["phase"] == "Succeeded" and status["node"] == labelled_node
+
+
+def test_agent_gone_fails_with_node_unavailable(
+    operator: OperatorProcess, ops: Ops, testbed: Testbed, log_dir: Path
+) -> None:
+    node = "e2e-vanishing"
+    agent = OperatorProcess(node, "--role", "agent", log_dir=log_dir).start()
+    agent.kill()
+    ops.create("stranded", {"action": "Pull", "image": testbed.unique(), "nodeName": node})
+    status = ops.wait_phase("stranded", timeout=60)
+    assert status["phase"] == "Failed"
+    assert status["lastError"]["reason"] == "NodeUnavailable"
+    assert node in status["lastError"]["message"]
+
+
+def test_no_matching_node_does_not_wait_for_ever(operator: OperatorProcess, ops: Ops,
+                                                 testbed: Testbed) -> None:
+    ops.create("nowhere", {"action": "Pull", "image": testbed.unique(),
+                           "nodeSelector": {"pool": "does-not-exist"}})
+    status = wait_until(lambda: ops.status("nowhere").get("phase") == "Failed" and ops.status("nowhere"),
+                        60, "NodeUnavailable")
+    assert status["lastError"]["reason"] == "NodeUnavailable"

@@ -13,21 +13,27 @@ FakeStalledRegistry (accepts connections, never answers).
 from __future__ import annotations
 
 import contextlib
+import gzip
+import hashlib
 import io
+import json
 import os
 import socket
 import tarfile
 import threading
 import time
+import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Self
 
 import docker
 import pytest
 
-from imageops.services.backend import RegistryAuth
+from imageops.models.common import ErrorReason
+from imageops.services.backend import CancelToken, ImageBackend, RegistryAuth, TransferProgress
+from imageops.services.errors import OperationError
 from tests.testbed import Testbed
 
 
@@ -51,6 +57,46 @@ def docker_api(testbed: Testbed) -> Iterator[Any]:
     api.close()
 
 
+MiB = 1024 * 1024
+
+
+def unique(registry: str, tag: str = "v1") -> str:
+    """A reference in a repository no other test uses."""
+    return f"{registry}/contract/{uuid.uuid4().hex[:12]}:{tag}"
+
+
+def name_of(ref: str) -> str:
+    """The repository part of host/repo:tag."""
+    return ref.rpartition(":")[0]
+
+
+def no_progress(_: TransferProgress) -> None:
+    """A progress callback for tests that do not look at progress."""
+
+
+def raises(reason: ErrorReason, call: Callable[[], Any]) -> OperationError:
+    """Run ``call``; it must raise OperationError with ``reason``."""
+    with pytest.raises(OperationError) as caught:
+        call()
+    assert caught.value.reason is reason, caught.value.message
+    return caught.value
+
+
+def pull(backend: ImageBackend, ref: str, **kwargs: Any) -> Any:
+    """backend.pull with defaults for what a test does not care about."""
+    options: dict[str, Any] = {"auth": None, "platform": None, "on_progress": no_progress,
+                               "cancel": CancelToken()}
+    options.update(kwargs)
+    return backend.pull(ref, **options)
+
+
+def push(backend: ImageBackend, ref: str, **kwargs: Any) -> Any:
+    """backend.push with defaults for what a test does not care about."""
+    options: dict[str, Any] = {"auth": None, "on_progress": no_progress, "cancel": CancelToken()}
+    options.update(kwargs)
+    return backend.push(ref, **options)
+
+
 def free_port() -> int:
     """A loopback TCP port nothing listens on (bound, then released)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -67,6 +113,54 @@ def rootfs_tar(size: int) -> bytes:
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
     return buffer.getvalue()
+
+
+V2_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+MANIFEST_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+
+
+def _sha256(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def _http(url: str, method: str, body: bytes = b"", content_type: str = "") -> Any:
+    """One request to an open registry's v2 API; the response."""
+    headers = {"Content-Type": content_type} if content_type else {}
+    request = urllib.request.Request(url, data=body, method=method, headers=headers)
+    with urllib.request.urlopen(request, timeout=30) as response:
+        response.read()
+        return response
+
+
+def _upload_blob(base: str, data: bytes) -> dict[str, Any]:
+    """Upload ``data`` as a blob (POST then PUT); its descriptor fields."""
+    location = _http(f"{base}/blobs/uploads/", "POST").headers["Location"]
+    if location.startswith("/"):
+        location = base.split("/v2/")[0] + location
+    digest = _sha256(data)
+    separator = "&" if "?" in location else "?"
+    _http(f"{location}{separator}digest={digest}", "PUT", data, "application/octet-stream")
+    return {"size": len(data), "digest": digest}
+
+
+def _image_manifest(base: str, os_name: str, arch: str) -> bytes:
+    """Upload a one-layer image's blobs for ``os_name``/``arch``; its schema 2 manifest."""
+    layer_tar = rootfs_tar(1024)
+    layer = _upload_blob(base, gzip.compress(layer_tar))
+    config = _upload_blob(base, json.dumps({
+        "architecture": arch, "os": os_name, "config": {},
+        "rootfs": {"type": "layers", "diff_ids": [_sha256(layer_tar)]},
+    }).encode())
+    return json.dumps({
+        "schemaVersion": 2, "mediaType": V2_MANIFEST,
+        "config": {"mediaType": "application/vnd.docker.container.image.v1+json", **config},
+        "layers": [{"mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip", **layer}],
+    }).encode()
+
+
+def _put_manifest(base: str, tag: str, manifest: bytes, media_type: str) -> str:
+    _http(f"{base}/manifests/{tag}", "PUT", manifest, media_type)
+    return _sha256(manifest)
 
 
 def _check_stream(items: Any) -> None:
@@ -102,11 +196,44 @@ class Images:
         self.api.remove_image(ref)
         return image_id
 
+    def remote_index(self, repository: str, platforms: tuple[str, ...]) -> dict[str, str]:
+        """A multi-platform image ``repository:multi`` written into an open registry.
+
+        dockerd 20.10 imports every image as its own architecture, so each
+        platform's image (config, one layer, manifest) is uploaded through the
+        registry's v2 API, then a manifest list naming them is PUT as ``:multi``.
+        Returns each platform's manifest digest and, under "index", the list's.
+        """
+        registry, _, path = repository.partition("/")
+        base = f"http://{registry}/v2/{path}"
+        digests: dict[str, str] = {}
+        entries = []
+        for platform in platforms:
+            os_name, _, arch = platform.partition("/")
+            manifest = _image_manifest(base, os_name, arch)
+            digests[platform] = _put_manifest(base, platform.replace("/", "-"), manifest,
+                                              V2_MANIFEST)
+            entries.append({"mediaType": V2_MANIFEST, "size": len(manifest),
+                            "digest": digests[platform],
+                            "platform": {"os": os_name, "architecture": arch}})
+        index = json.dumps({"schemaVersion": 2, "mediaType": MANIFEST_LIST,
+                            "manifests": entries}).encode()
+        digests["index"] = _put_manifest(base, "multi", index, MANIFEST_LIST)
+        return digests
+
     def cleanup(self) -> None:
-        """Untag everything this test made or pulled (best effort)."""
+        """Delete every image this test made or pulled, with all its names (best effort).
+
+        By image id: removing only the tags would leave the repo@digest names a pull adds.
+        Every image here has unique content, so no other test shares it.
+        """
+        ids = set()
         for ref in self.refs:
             with contextlib.suppress(docker.errors.APIError):
-                self.api.remove_image(ref, force=True)
+                ids.add(self.api.inspect_image(ref)["Id"])
+        for image_id in ids:
+            with contextlib.suppress(docker.errors.APIError):
+                self.api.remove_image(image_id, force=True)
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -28,7 +27,13 @@ from tests.integration.conftest import (
     FakeSlowLink,
     FakeStalledRegistry,
     Images,
+    MiB,
     free_port,
+    name_of,
+    pull,
+    push,
+    raises,
+    unique,
 )
 
 if TYPE_CHECKING:
@@ -37,50 +42,11 @@ if TYPE_CHECKING:
 
 pytestmark = pytest.mark.integration
 
-MiB = 1024 * 1024
-
 
 @pytest.fixture(params=BACKEND_KINDS)
 def backend(request: pytest.FixtureRequest, testbed: Testbed) -> ImageBackend:
     """Each backend in turn, on the test bed's daemon."""
     return make_backend(request.param, testbed.docker_host)
-
-
-def unique(registry: str, tag: str = "v1") -> str:
-    """A reference in a repository no other test uses."""
-    return f"{registry}/contract/{uuid.uuid4().hex[:12]}:{tag}"
-
-
-def name_of(ref: str) -> str:
-    """The repository part of host/repo:tag."""
-    return ref.rpartition(":")[0]
-
-
-def no_progress(_: TransferProgress) -> None:
-    """A progress callback for tests that do not look at progress."""
-
-
-def raises(reason: ErrorReason, call: Callable[[], Any]) -> OperationError:
-    """Run ``call``; it must raise OperationError with ``reason``."""
-    with pytest.raises(OperationError) as caught:
-        call()
-    assert caught.value.reason is reason, caught.value.message
-    return caught.value
-
-
-def pull(backend: ImageBackend, ref: str, **kwargs: Any) -> Any:
-    """backend.pull with defaults for what a test does not care about."""
-    options: dict[str, Any] = {"auth": None, "platform": None, "on_progress": no_progress,
-                               "cancel": CancelToken()}
-    options.update(kwargs)
-    return backend.pull(ref, **options)
-
-
-def push(backend: ImageBackend, ref: str, **kwargs: Any) -> Any:
-    """backend.push with defaults for what a test does not care about."""
-    options: dict[str, Any] = {"auth": None, "on_progress": no_progress, "cancel": CancelToken()}
-    options.update(kwargs)
-    return backend.push(ref, **options)
 
 
 def test_ping(backend: ImageBackend) -> None:
@@ -160,6 +126,23 @@ def test_pull_with_platform(backend: ImageBackend, testbed: Testbed, images: Ima
     images.refs.append(ref)
     result = pull(backend, ref, platform="linux/amd64")
     assert result.digest == testbed.registry_digest(ref)
+
+
+def test_platform_selects_from_a_manifest_list(
+    backend: ImageBackend, testbed: Testbed, images: Images, docker_api: Any
+) -> None:
+    repository = name_of(unique(testbed.registry))
+    digests = images.remote_index(repository, ("linux/amd64", "linux/arm64"))
+    ref = f"{repository}:multi"
+    images.refs.append(ref)
+    assert backend.registry_digest(ref, auth=None) == digests["index"]
+
+    for platform, arch in (("linux/arm64", "arm64"), ("linux/amd64", "amd64")):
+        result = pull(backend, ref, platform=platform)
+        images.refs.append(result.image.image_id)  # the next pull takes the tag away
+        # The tag's digest is the list's, whichever platform was picked from it.
+        assert result.digest == digests["index"]
+        assert docker_api.inspect_image(ref)["Architecture"] == arch
 
 
 def test_pull_from_auth_registry(

@@ -19,7 +19,7 @@ $(VENV)/.installed: pyproject.toml
 venv: $(VENV)/.installed ## create .venv with the package and dev tools
 
 lint: venv ## ruff, mypy and the layer contracts
-	$(VENV)/bin/ruff check operator tests hack bench
+	$(VENV)/bin/ruff check operator tests hack $(wildcard bench)
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 

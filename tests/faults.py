@@ -9,6 +9,7 @@ to the registry.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
@@ -61,10 +62,8 @@ class ThrottledProxy:
             pass
         finally:
             for sock in (src, dst):
-                try:
+                with contextlib.suppress(OSError):
                     sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
             if throttle:
                 with self._lock:
                     self.active -= 1

@@ -18,20 +18,24 @@ from dataclasses import dataclass
 
 import pytest
 
-MANIFEST_TYPES = ", ".join([
-    "application/vnd.docker.distribution.manifest.v2+json",
-    "application/vnd.docker.distribution.manifest.list.v2+json",
-    "application/vnd.oci.image.manifest.v1+json",
-    "application/vnd.oci.image.index.v1+json",
-])
+MANIFEST_TYPES = ", ".join(
+    [
+        "application/vnd.docker.distribution.manifest.v2+json",
+        "application/vnd.docker.distribution.manifest.list.v2+json",
+        "application/vnd.oci.image.manifest.v1+json",
+        "application/vnd.oci.image.index.v1+json",
+    ]
+)
 
 
 def require(names: list[str]) -> dict[str, str]:
     """The named environment variables, or fail/skip saying which are missing."""
     missing = [n for n in names if not os.environ.get(n)]
     if missing:
-        why = f"test bed not up (missing {', '.join(missing)}): run `make testenv-up` " \
-              "and `source .testenv/env.sh`"
+        why = (
+            f"test bed not up (missing {', '.join(missing)}): run `make testenv-up` "
+            "and `source .testenv/env.sh`"
+        )
         if os.environ.get("CI") == "true" or os.environ.get("IMAGEOPS_REQUIRE_TESTENV"):
             pytest.fail(why)
         pytest.skip(why)
@@ -53,16 +57,34 @@ class Testbed:
     @classmethod
     def from_env(cls) -> Testbed:
         """Read .testenv/env.sh's variables."""
-        env = require(["DOCKER_HOST", "IMAGEOPS_REGISTRY", "IMAGEOPS_AUTH_REGISTRY",
-                       "IMAGEOPS_AUTH_USER", "IMAGEOPS_AUTH_PASSWORD"])
-        return cls(env["DOCKER_HOST"], env["IMAGEOPS_REGISTRY"], env["IMAGEOPS_AUTH_REGISTRY"],
-                   env["IMAGEOPS_AUTH_USER"], env["IMAGEOPS_AUTH_PASSWORD"])
+        env = require(
+            [
+                "DOCKER_HOST",
+                "IMAGEOPS_REGISTRY",
+                "IMAGEOPS_AUTH_REGISTRY",
+                "IMAGEOPS_AUTH_USER",
+                "IMAGEOPS_AUTH_PASSWORD",
+            ]
+        )
+        return cls(
+            env["DOCKER_HOST"],
+            env["IMAGEOPS_REGISTRY"],
+            env["IMAGEOPS_AUTH_REGISTRY"],
+            env["IMAGEOPS_AUTH_USER"],
+            env["IMAGEOPS_AUTH_PASSWORD"],
+        )
 
-    def docker(self, *args: str, check: bool = True,
-               input_bytes: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+    def docker(
+        self, *args: str, check: bool = True, input_bytes: bytes | None = None
+    ) -> subprocess.CompletedProcess[bytes]:
         """Run the real docker CLI against the bed's daemon."""
-        return subprocess.run(["docker", "-H", self.docker_host, *args], input=input_bytes,
-                              capture_output=True, check=check, timeout=300)
+        return subprocess.run(
+            ["docker", "-H", self.docker_host, *args],
+            input=input_bytes,
+            capture_output=True,
+            check=check,
+            timeout=300,
+        )
 
     def make_image(self, ref: str, size_bytes: int = 4096, layers: int = 1) -> str:
         """Create a local image with random content under ``ref`` (no registry needed)."""
@@ -110,8 +132,11 @@ class Testbed:
         """The manifest digest the registry serves for host/repo:tag (None when absent)."""
         host, _, rest = ref.partition("/")
         repo, _, tag = rest.rpartition(":")
-        req = urllib.request.Request(f"http://{host}/v2/{repo}/manifests/{tag}", method="HEAD",
-                                     headers={"Accept": MANIFEST_TYPES})
+        req = urllib.request.Request(
+            f"http://{host}/v2/{repo}/manifests/{tag}",
+            method="HEAD",
+            headers={"Accept": MANIFEST_TYPES},
+        )
         if auth:
             token = base64.b64encode(f"{self.auth_user}:{self.auth_password}".encode()).decode()
             req.add_header("Authorization", f"Basic {token}")

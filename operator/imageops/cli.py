@@ -26,36 +26,81 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     runp = sub.add_parser("run", help="run the operator (every role when --role is not given)")
-    runp.add_argument("--role", action="append", choices=ROLES,
-                      help="agent (one per node) or controller; repeatable; default: both")
-    runp.add_argument("--node-name", default=os.environ.get("NODE_NAME") or socket.gethostname(),
-                      help="node whose ImageOperations the agent runs (default: $NODE_NAME or host name)")
+    runp.add_argument(
+        "--role",
+        action="append",
+        choices=ROLES,
+        help="agent (one per node) or controller; repeatable; default: both",
+    )
+    runp.add_argument(
+        "--node-name",
+        default=os.environ.get("NODE_NAME") or socket.gethostname(),
+        help="node whose ImageOperations the agent runs (default: $NODE_NAME or host name)",
+    )
     scope = runp.add_mutually_exclusive_group()
-    scope.add_argument("--namespace", "-n", action="append", default=[],
-                       help="namespace to watch; repeatable (default: all namespaces)")
+    scope.add_argument(
+        "--namespace",
+        "-n",
+        action="append",
+        default=[],
+        help="namespace to watch; repeatable (default: all namespaces)",
+    )
     scope.add_argument("--all-namespaces", "-A", action="store_true", help="watch every namespace")
-    runp.add_argument("--max-concurrent", type=int, default=5,
-                      help="Docker operations at once on this node (default 5)")
-    runp.add_argument("--metrics-port", type=int, default=8080,
-                      help="port of /metrics and /healthz (default 8080)")
-    runp.add_argument("--allowed-registries", action="append", default=[],
-                      help="comma-separated registries operations may use (default: any)")
-    runp.add_argument("--docker-backend", choices=("sdk", "cli"), default="sdk",
-                      help="Docker SDK (default) or the docker command line")
-    runp.add_argument("--docker-host", default=os.environ.get("DOCKER_HOST"),
-                      help="Docker daemon address (default: $DOCKER_HOST or the default socket)")
+    runp.add_argument(
+        "--max-concurrent",
+        type=int,
+        default=5,
+        help="Docker operations at once on this node (default 5)",
+    )
+    runp.add_argument(
+        "--metrics-port",
+        type=int,
+        default=8080,
+        help="port of /metrics and /healthz (default 8080)",
+    )
+    runp.add_argument(
+        "--allowed-registries",
+        action="append",
+        default=[],
+        help="comma-separated registries operations may use (default: any)",
+    )
+    runp.add_argument(
+        "--docker-backend",
+        choices=("sdk", "cli"),
+        default="sdk",
+        help="Docker SDK (default) or the docker command line",
+    )
+    runp.add_argument(
+        "--docker-host",
+        default=os.environ.get("DOCKER_HOST"),
+        help="Docker daemon address (default: $DOCKER_HOST or the default socket)",
+    )
     runp.add_argument("--progress-interval", type=float, default=2.0, help=argparse.SUPPRESS)
-    runp.add_argument("--backoff-base", type=float, default=2.0,
-                      help="first retry delay in seconds (doubles each retry)")
+    runp.add_argument(
+        "--backoff-base",
+        type=float,
+        default=2.0,
+        help="first retry delay in seconds (doubles each retry)",
+    )
     runp.add_argument("--backoff-cap", type=float, default=60.0, help="longest retry delay")
-    runp.add_argument("--lease-namespace", default=os.environ.get("POD_NAMESPACE") or "default",
-                      help="namespace of the agents' heartbeat Leases (default: $POD_NAMESPACE "
-                      "or default)")
-    runp.add_argument("--lease-duration", type=int, default=30,
-                      help="agent heartbeat Lease duration in seconds (renewed every third)")
-    runp.add_argument("--node-grace-seconds", type=float, default=60.0,
-                      help="how long a node may be without a live agent before its operations "
-                      "fail with NodeUnavailable")
+    runp.add_argument(
+        "--lease-namespace",
+        default=os.environ.get("POD_NAMESPACE") or "default",
+        help="namespace of the agents' heartbeat Leases (default: $POD_NAMESPACE or default)",
+    )
+    runp.add_argument(
+        "--lease-duration",
+        type=int,
+        default=30,
+        help="agent heartbeat Lease duration in seconds (renewed every third)",
+    )
+    runp.add_argument(
+        "--node-grace-seconds",
+        type=float,
+        default=60.0,
+        help="how long a node may be without a live agent before its operations "
+        "fail with NodeUnavailable",
+    )
     runp.add_argument("--sweep-interval", type=float, default=2.0, help=argparse.SUPPRESS)
     runp.add_argument("--log-level", default="INFO")
 
@@ -71,8 +116,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         for path in write_crds(args.output):
             print(path)
         return 0
-    logging.basicConfig(level=args.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     # kopf logs every handled event at INFO: thousands of lines under load, nothing to act on.
     logging.getLogger("kopf.objects").setLevel(max(logging.WARNING, logging.getLogger().level))
     if args.max_concurrent < 1:

@@ -27,7 +27,9 @@ def log_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def operator(kube_api: client.ApiClient, testbed: Testbed, log_dir: Path) -> Iterator[OperatorProcess]:
+def operator(
+    kube_api: client.ApiClient, testbed: Testbed, log_dir: Path
+) -> Iterator[OperatorProcess]:
     """The main operator (every role) for node e2e-main, shared by the session."""
     proc = OperatorProcess(MAIN_NODE, log_dir=log_dir).start()
     yield proc

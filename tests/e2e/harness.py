@@ -40,10 +40,26 @@ class OperatorProcess:
     def __init__(self, node: str, *args: str, log_dir: Path) -> None:
         self.node = node
         self.metrics_port = free_port()
-        self.args = ["--node-name", node, "--metrics-port", str(self.metrics_port),
-                     "--all-namespaces", "--backoff-base", "1", "--backoff-cap", "4",
-                     "--progress-interval", "1", "--lease-duration", "6",
-                     "--node-grace-seconds", "6", "--sweep-interval", "1", *args]
+        self.args = [
+            "--node-name",
+            node,
+            "--metrics-port",
+            str(self.metrics_port),
+            "--all-namespaces",
+            "--backoff-base",
+            "1",
+            "--backoff-cap",
+            "4",
+            "--progress-interval",
+            "1",
+            "--lease-duration",
+            "6",
+            "--node-grace-seconds",
+            "6",
+            "--sweep-interval",
+            "1",
+            *args,
+        ]
         self.log_path = log_dir / f"operator-{node}-{uuid.uuid4().hex[:6]}.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -51,8 +67,12 @@ class OperatorProcess:
         """Start and wait until /healthz answers and the watches are established."""
         env = dict(os.environ, PYTHONPATH=str(REPO / "operator"), PYTHONUNBUFFERED="1")
         log = self.log_path.open("ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "imageops", "run", *self.args],
-                                     stdout=log, stderr=subprocess.STDOUT, env=env)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "imageops", "run", *self.args],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
         wait_until(self._healthy, timeout=30, what=f"operator {self.node} healthy")
         # kopf lists and starts watching right after start-up; give it a moment.
         time.sleep(1.0)
@@ -132,16 +152,22 @@ class Ops:
 
     def create(self, name: str, spec: Obj, labels: dict[str, str] | None = None) -> Obj:
         """Create an ImageOperation."""
-        body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "ImageOperation",
-                "metadata": {"name": name, "labels": labels or {}}, "spec": spec}
+        body = {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "ImageOperation",
+            "metadata": {"name": name, "labels": labels or {}},
+            "spec": spec,
+        }
         return self.custom.create_namespaced_custom_object(  # type: ignore[no-any-return]
-            GROUP, VERSION, self.namespace, PLURAL, body)
+            GROUP, VERSION, self.namespace, PLURAL, body
+        )
 
     def get(self, name: str) -> Obj | None:
         """The object, or None once it is gone."""
         try:
             return self.custom.get_namespaced_custom_object(  # type: ignore[no-any-return]
-                GROUP, VERSION, self.namespace, PLURAL, name)
+                GROUP, VERSION, self.namespace, PLURAL, name
+            )
         except ApiException as exc:
             if exc.status == 404:
                 return None
@@ -150,8 +176,14 @@ class Ops:
     def patch_spec(self, name: str, spec: Obj) -> Obj:
         """Merge-patch the spec (a new generation)."""
         return self.custom.patch_namespaced_custom_object(  # type: ignore[no-any-return]
-            GROUP, VERSION, self.namespace, PLURAL, name, {"spec": spec},
-            _content_type="application/merge-patch+json")
+            GROUP,
+            VERSION,
+            self.namespace,
+            PLURAL,
+            name,
+            {"spec": spec},
+            _content_type="application/merge-patch+json",
+        )
 
     def delete(self, name: str) -> None:
         """Delete (no finalizer is expected to hold it)."""
@@ -162,28 +194,36 @@ class Ops:
         obj = self.get(name)
         return (obj or {}).get("status") or {}
 
-    def wait_phase(self, name: str, phases: tuple[str, ...] = ("Succeeded", "Failed"),
-                   timeout: float = 90) -> Obj:
+    def wait_phase(
+        self, name: str, phases: tuple[str, ...] = ("Succeeded", "Failed"), timeout: float = 90
+    ) -> Obj:
         """Wait until status.phase is one of ``phases`` for the current generation."""
+
         def check() -> Obj | None:
             obj = self.get(name)
             status = (obj or {}).get("status") or {}
-            current = status.get("observedGeneration") == (obj or {}).get("metadata", {}).get("generation")
+            current = status.get("observedGeneration") == (obj or {}).get("metadata", {}).get(
+                "generation"
+            )
             return status if current and status.get("phase") in phases else None
+
         return wait_until(check, timeout, f"{name} in {phases}")  # type: ignore[no-any-return]
 
     def events(self, name: str) -> list[Obj]:
         """core/v1 Events about the object, oldest first."""
         events = self.core.list_namespaced_event(
-            self.namespace, field_selector=f"involvedObject.name={name}").items
+            self.namespace, field_selector=f"involvedObject.name={name}"
+        ).items
         rows = [{"reason": e.reason, "type": e.type, "message": e.message} for e in events]
         return rows
 
     def secret(self, name: str, dockerconfigjson: str) -> None:
         """Create a kubernetes.io/dockerconfigjson Secret."""
-        body = client.V1Secret(metadata=client.V1ObjectMeta(name=name),
-                               type="kubernetes.io/dockerconfigjson",
-                               string_data={".dockerconfigjson": dockerconfigjson})
+        body = client.V1Secret(
+            metadata=client.V1ObjectMeta(name=name),
+            type="kubernetes.io/dockerconfigjson",
+            string_data={".dockerconfigjson": dockerconfigjson},
+        )
         self.core.create_namespaced_secret(self.namespace, body)
 
 

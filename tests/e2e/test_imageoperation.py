@@ -46,11 +46,24 @@ def test_pull_succeeds_with_the_registry_digest(
     assert condition(status, "Stalled")["status"] == "False"
     reasons = [e["reason"] for e in ops.events("pull")]
     assert "Started" in reasons and "Succeeded" in reasons
-    subprocess.run(["kubectl", "wait", "-n", ops.namespace, "--for=condition=Ready",
-                    "imgop/pull", "--timeout=5s"], check=True, capture_output=True)
+    subprocess.run(
+        [
+            "kubectl",
+            "wait",
+            "-n",
+            ops.namespace,
+            "--for=condition=Ready",
+            "imgop/pull",
+            "--timeout=5s",
+        ],
+        check=True,
+        capture_output=True,
+    )
 
 
-def test_if_not_present_is_a_cache_hit(operator: OperatorProcess, ops: Ops, testbed: Testbed) -> None:
+def test_if_not_present_is_a_cache_hit(
+    operator: OperatorProcess, ops: Ops, testbed: Testbed
+) -> None:
     ref = testbed.make_image(testbed.unique())
     testbed.push_open(ref)  # present locally and in the registry
     ops.create("cached", _pull(ref, pullPolicy="IfNotPresent"))
@@ -60,7 +73,9 @@ def test_if_not_present_is_a_cache_hit(operator: OperatorProcess, ops: Ops, test
     assert status["digest"] == testbed.registry_digest(ref)
 
 
-def test_tag_then_conflict_without_force(operator: OperatorProcess, ops: Ops, testbed: Testbed) -> None:
+def test_tag_then_conflict_without_force(
+    operator: OperatorProcess, ops: Ops, testbed: Testbed
+) -> None:
     source = testbed.make_image(testbed.unique())
     other = testbed.make_image(testbed.unique())
     target = testbed.unique()
@@ -72,20 +87,32 @@ def test_tag_then_conflict_without_force(operator: OperatorProcess, ops: Ops, te
     status = ops.wait_phase("move")
     assert status["phase"] == "Failed" and status["lastError"]["reason"] == "Conflict"
     assert status["attempts"] == 1 and testbed.image_id(target) == testbed.image_id(source)
-    ops.create("force", {"action": "Tag", "image": other, "target": target, "force": True,
-                         "nodeName": MAIN_NODE})
+    ops.create(
+        "force",
+        {"action": "Tag", "image": other, "target": target, "force": True, "nodeName": MAIN_NODE},
+    )
     status = ops.wait_phase("force")
     assert status["phase"] == "Succeeded"
     assert status["previousTargetImageId"] == testbed.image_id(source)
     assert testbed.image_id(target) == testbed.image_id(other)
 
 
-def test_push_to_auth_registry_with_secret(operator: OperatorProcess, ops: Ops, testbed: Testbed) -> None:
+def test_push_to_auth_registry_with_secret(
+    operator: OperatorProcess, ops: Ops, testbed: Testbed
+) -> None:
     source = testbed.make_image(testbed.unique())
     target = testbed.unique(testbed.auth_registry)
     ops.secret("regcred", testbed.dockerconfigjson())
-    ops.create("push", {"action": "Push", "image": source, "target": target, "nodeName": MAIN_NODE,
-                        "credentials": {"secretRef": {"name": "regcred"}}})
+    ops.create(
+        "push",
+        {
+            "action": "Push",
+            "image": source,
+            "target": target,
+            "nodeName": MAIN_NODE,
+            "credentials": {"secretRef": {"name": "regcred"}},
+        },
+    )
     status = ops.wait_phase("push")
     assert status["phase"] == "Succeeded", status
     served = testbed.registry_digest(target, auth=True)
@@ -99,7 +126,9 @@ def test_push_without_credentials_fails_auth_without_retry(
 ) -> None:
     source = testbed.make_image(testbed.unique())
     target = testbed.unique(testbed.auth_registry)
-    ops.create("noauth", {"action": "Push", "image": source, "target": target, "nodeName": MAIN_NODE})
+    ops.create(
+        "noauth", {"action": "Push", "image": source, "target": target, "nodeName": MAIN_NODE}
+    )
     status = ops.wait_phase("noauth")
     assert status["phase"] == "Failed" and status["attempts"] == 1
     assert status["lastError"]["reason"] == "AuthFailed" and not status["lastError"]["retryable"]
@@ -109,17 +138,34 @@ def test_push_without_credentials_fails_auth_without_retry(
     assert "Retrying" not in [e["reason"] for e in ops.events("noauth")]
 
 
-def test_wrong_password_and_missing_secret(operator: OperatorProcess, ops: Ops, testbed: Testbed) -> None:
+def test_wrong_password_and_missing_secret(
+    operator: OperatorProcess, ops: Ops, testbed: Testbed
+) -> None:
     source = testbed.make_image(testbed.unique())
     ops.secret("bad", testbed.dockerconfigjson(password="wrong-password"))
-    ops.create("badpass", {"action": "Push", "image": source, "target": testbed.unique(testbed.auth_registry),
-                           "nodeName": MAIN_NODE, "credentials": {"secretRef": {"name": "bad"}}})
+    ops.create(
+        "badpass",
+        {
+            "action": "Push",
+            "image": source,
+            "target": testbed.unique(testbed.auth_registry),
+            "nodeName": MAIN_NODE,
+            "credentials": {"secretRef": {"name": "bad"}},
+        },
+    )
     status = ops.wait_phase("badpass")
     assert status["lastError"]["reason"] == "AuthFailed", status
     assert "wrong-password" not in str(ops.get("badpass")) + operator.log()
-    ops.create("nosecret", {"action": "Pull", "image": testbed.unique(testbed.auth_registry),
-                            "nodeName": MAIN_NODE, "backoffLimit": 0,
-                            "credentials": {"secretRef": {"name": "absent"}}})
+    ops.create(
+        "nosecret",
+        {
+            "action": "Pull",
+            "image": testbed.unique(testbed.auth_registry),
+            "nodeName": MAIN_NODE,
+            "backoffLimit": 0,
+            "credentials": {"secretRef": {"name": "absent"}},
+        },
+    )
     status = ops.wait_phase("nosecret")
     assert status["lastError"]["reason"] == "CredentialsNotFound"
     assert "absent" in status["lastError"]["message"]
@@ -132,7 +178,9 @@ def test_not_found_is_permanent(operator: OperatorProcess, ops: Ops, testbed: Te
     assert status["lastError"]["reason"] == "NotFound"
 
 
-def test_digest_mismatch_leaves_no_image(operator: OperatorProcess, ops: Ops, testbed: Testbed) -> None:
+def test_digest_mismatch_leaves_no_image(
+    operator: OperatorProcess, ops: Ops, testbed: Testbed
+) -> None:
     ref = testbed.make_image(testbed.unique())
     testbed.push_open(ref)
     testbed.rmi(ref)
@@ -168,7 +216,8 @@ def test_reapply_unchanged_does_not_rerun_and_new_generation_does(
     manifest.write_text(
         "apiVersion: imageops.dev/v1alpha1\nkind: ImageOperation\n"
         f"metadata: {{name: gitops, namespace: {ops.namespace}}}\n"
-        f"spec: {{action: Pull, image: '{ref}', nodeName: {MAIN_NODE}, pullPolicy: Always}}\n")
+        f"spec: {{action: Pull, image: '{ref}', nodeName: {MAIN_NODE}, pullPolicy: Always}}\n"
+    )
     apply = ["kubectl", "apply", "-f", str(manifest)]
     subprocess.run(apply, check=True, capture_output=True)
     first = ops.wait_phase("gitops")
@@ -206,8 +255,9 @@ def test_registry_down_then_up_ends_succeeded(
     path = ref.split("/", 1)[1]
     via = f"127.0.0.1:{proxy_port}/{path}"
     ops.create("flaky", _pull(via, backoffLimit=10))
-    status = wait_until(lambda: (ops.status("flaky").get("lastError") or {}).get("reason"), 60,
-                        "a retryable error")
+    status = wait_until(
+        lambda: (ops.status("flaky").get("lastError") or {}).get("reason"), 60, "a retryable error"
+    )
     assert status == "RegistryUnavailable"
     assert ops.status("flaky")["phase"] == "Running"
     proxy = ThrottledProxy(testbed.registry, rate=50 * 1024 * 1024, port=proxy_port)
@@ -219,9 +269,13 @@ def test_registry_down_then_up_ends_succeeded(
     assert "Retrying" in [e["reason"] for e in ops.events("flaky")]
 
 
-def test_metrics_reflect_what_happened(operator: OperatorProcess, ops: Ops, testbed: Testbed) -> None:
+def test_metrics_reflect_what_happened(
+    operator: OperatorProcess, ops: Ops, testbed: Testbed
+) -> None:
     ref = testbed.make_image(testbed.unique())
-    ops.create("m-ok", {"action": "Tag", "image": ref, "target": testbed.unique(), "nodeName": MAIN_NODE})
+    ops.create(
+        "m-ok", {"action": "Tag", "image": ref, "target": testbed.unique(), "nodeName": MAIN_NODE}
+    )
     ops.create("m-bad", _pull(testbed.unique()))
     ops.wait_phase("m-ok")
     ops.wait_phase("m-bad")
@@ -234,10 +288,22 @@ def test_metrics_reflect_what_happened(operator: OperatorProcess, ops: Ops, test
 
 
 def test_forbidden_registry(ops: Ops, testbed: Testbed, log_dir: Path, kube_api: object) -> None:
-    with running_operator("e2e-restricted", "--role", "agent",
-                          "--allowed-registries", testbed.registry, log_dir=log_dir):
-        ops.create("forbidden", {"action": "Pull", "image": testbed.unique(testbed.auth_registry),
-                                 "nodeName": "e2e-restricted"})
+    with running_operator(
+        "e2e-restricted",
+        "--role",
+        "agent",
+        "--allowed-registries",
+        testbed.registry,
+        log_dir=log_dir,
+    ):
+        ops.create(
+            "forbidden",
+            {
+                "action": "Pull",
+                "image": testbed.unique(testbed.auth_registry),
+                "nodeName": "e2e-restricted",
+            },
+        )
         status = ops.wait_phase("forbidden")
     assert status["lastError"]["reason"] == "Forbidden" and status["attempts"] == 1
     assert testbed.auth_registry in status["lastError"]["message"]

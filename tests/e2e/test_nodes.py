@@ -19,8 +19,9 @@ def labelled_node(kube_api: client.ApiClient) -> Iterator[str]:
     """A Node object labelled pool=gpu-test (the bed has no kubelet; the object is real)."""
     core = client.CoreV1Api(kube_api)
     name = "e2e-pool-node"
-    core.create_node(client.V1Node(metadata=client.V1ObjectMeta(
-        name=name, labels={"pool": "gpu-test"})))
+    core.create_node(
+        client.V1Node(metadata=client.V1ObjectMeta(name=name, labels={"pool": "gpu-test"}))
+    )
     yield name
     core.delete_node(name)
 
@@ -31,8 +32,15 @@ def test_selector_assigns_to_a_live_matching_node(
     agent = OperatorProcess(labelled_node, "--role", "agent", log_dir=log_dir).start()
     try:
         ref = testbed.make_image(testbed.unique())
-        ops.create("select", {"action": "Tag", "image": ref, "target": testbed.unique(),
-                              "nodeSelector": {"pool": "gpu-test"}})
+        ops.create(
+            "select",
+            {
+                "action": "Tag",
+                "image": ref,
+                "target": testbed.unique(),
+                "nodeSelector": {"pool": "gpu-test"},
+            },
+        )
         status = ops.wait_phase("select", timeout=60)
     finally:
         agent.stop()
@@ -52,10 +60,16 @@ def test_agent_gone_fails_with_node_unavailable(
     assert node in status["lastError"]["message"]
 
 
-def test_no_matching_node_does_not_wait_for_ever(operator: OperatorProcess, ops: Ops,
-                                                 testbed: Testbed) -> None:
-    ops.create("nowhere", {"action": "Pull", "image": testbed.unique(),
-                           "nodeSelector": {"pool": "does-not-exist"}})
-    status = wait_until(lambda: ops.status("nowhere").get("phase") == "Failed" and ops.status("nowhere"),
-                        60, "NodeUnavailable")
+def test_no_matching_node_does_not_wait_for_ever(
+    operator: OperatorProcess, ops: Ops, testbed: Testbed
+) -> None:
+    ops.create(
+        "nowhere",
+        {"action": "Pull", "image": testbed.unique(), "nodeSelector": {"pool": "does-not-exist"}},
+    )
+    status = wait_until(
+        lambda: ops.status("nowhere").get("phase") == "Failed" and ops.status("nowhere"),
+        60,
+        "NodeUnavailable",
+    )
     assert status["lastError"]["reason"] == "NodeUnavailable"

@@ -79,11 +79,21 @@ def test_cli_backend_pulls_tags_and_pushes(ops: Ops, testbed: Testbed, log_dir: 
     testbed.rmi(source)
     target = testbed.unique(testbed.auth_registry)
     ops.secret("regcred", testbed.dockerconfigjson())
-    with running_operator(node, "--role", "agent", "--docker-backend", "cli", log_dir=log_dir) as agent:
+    with running_operator(
+        node, "--role", "agent", "--docker-backend", "cli", log_dir=log_dir
+    ) as agent:
         ops.create("cli-pull", {"action": "Pull", "image": source, "nodeName": node})
         pulled = ops.wait_phase("cli-pull")
-        ops.create("cli-push", {"action": "Push", "image": source, "target": target, "nodeName": node,
-                                "credentials": {"secretRef": {"name": "regcred"}}})
+        ops.create(
+            "cli-push",
+            {
+                "action": "Push",
+                "image": source,
+                "target": target,
+                "nodeName": node,
+                "credentials": {"secretRef": {"name": "regcred"}},
+            },
+        )
         pushed = ops.wait_phase("cli-push")
         log = agent.log()
     assert pulled["phase"] == "Succeeded" and pulled["digest"] == testbed.registry_digest(source)
@@ -98,8 +108,10 @@ def test_concurrent_identical_pulls_share_one_registry_pull(
     via, proxy = slow_image
     names = [f"same-{i}" for i in range(5)]
     for name in names:
-        ops.create(name, {"action": "Pull", "image": via, "nodeName": operator.node,
-                          "pullPolicy": "Always"})
+        ops.create(
+            name,
+            {"action": "Pull", "image": via, "nodeName": operator.node, "pullPolicy": "Always"},
+        )
     statuses = [ops.wait_phase(name, timeout=120) for name in names]
     assert {s["phase"] for s in statuses} == {"Succeeded"}
     assert len({s["digest"] for s in statuses}) == 1

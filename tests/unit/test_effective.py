@@ -15,10 +15,14 @@ def test_builtin_defaults_without_session() -> None:
 
 
 def test_session_fills_gaps_and_operation_wins() -> None:
-    session = ImageSessionSpec.model_validate({
-        "backoffLimit": 7, "timeoutSeconds": 30, "allowedRegistries": ["r.io"],
-        "credentials": {"secretRef": {"name": "session-cred"}},
-    })
+    session = ImageSessionSpec.model_validate(
+        {
+            "backoffLimit": 7,
+            "timeoutSeconds": 30,
+            "allowedRegistries": ["r.io"],
+            "credentials": {"secretRef": {"name": "session-cred"}},
+        }
+    )
     eff = effective_spec(_op(timeoutSeconds=99), session, ["r.io", "other.io"])
     assert (eff.backoff_limit, eff.timeout_seconds) == (7, 99)
     assert eff.spec.credentials is not None

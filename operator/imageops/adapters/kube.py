@@ -9,9 +9,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
 from kubernetes import client, config
@@ -78,14 +78,21 @@ class Kube:
                 return None
             raise
         # The client hands .data over still base64-encoded, as str.
-        data = {k: v.decode() if isinstance(v, bytes) else v for k, v in (secret.data or {}).items()}
+        data = {
+            k: v.decode() if isinstance(v, bytes) else v for k, v in (secret.data or {}).items()
+        }
         return secret.type, data
 
     def patch_status(self, ref: ObjectRef, patch: dict[str, Any]) -> bool:
         """Merge-patch the status subresource; False when the object is gone."""
         try:
             self.custom.patch_namespaced_custom_object_status(
-                GROUP, VERSION, ref.namespace, ref.plural, ref.name, {"status": patch},
+                GROUP,
+                VERSION,
+                ref.namespace,
+                ref.plural,
+                ref.name,
+                {"status": patch},
                 _content_type=MERGE_PATCH,
             )
         except ApiException as exc:
@@ -98,7 +105,12 @@ class Kube:
         """Merge-patch the object itself (spec or metadata); False when it is gone."""
         try:
             self.custom.patch_namespaced_custom_object(
-                GROUP, VERSION, ref.namespace, ref.plural, ref.name, patch,
+                GROUP,
+                VERSION,
+                ref.namespace,
+                ref.plural,
+                ref.name,
+                patch,
                 _content_type=MERGE_PATCH,
             )
         except ApiException as exc:
@@ -117,20 +129,28 @@ class Kube:
             raise
         return cast(dict[str, Any], obj)
 
-    def list_custom(self, namespace: str | None, plural: str, label_selector: str = "") -> list[dict[str, Any]]:
+    def list_custom(
+        self, namespace: str | None, plural: str, label_selector: str = ""
+    ) -> list[dict[str, Any]]:
         """Custom objects of this API group in a namespace (None: every namespace)."""
         if namespace is None:
             result = self.custom.list_cluster_custom_object(
-                GROUP, VERSION, plural, label_selector=label_selector or None)
+                GROUP, VERSION, plural, label_selector=label_selector or None
+            )
         else:
             result = self.custom.list_namespaced_custom_object(
-                GROUP, VERSION, namespace, plural, label_selector=label_selector or None)
+                GROUP, VERSION, namespace, plural, label_selector=label_selector or None
+            )
         return list(cast(dict[str, Any], result).get("items", []))
 
-    def create_custom(self, namespace: str, plural: str, body: dict[str, Any]) -> dict[str, Any] | None:
+    def create_custom(
+        self, namespace: str, plural: str, body: dict[str, Any]
+    ) -> dict[str, Any] | None:
         """Create a custom object; None when it exists already (creation is idempotent)."""
         try:
-            obj = self.custom.create_namespaced_custom_object(GROUP, VERSION, namespace, plural, body)
+            obj = self.custom.create_namespaced_custom_object(
+                GROUP, VERSION, namespace, plural, body
+            )
         except ApiException as exc:
             if exc.status == 409:
                 return None
@@ -141,15 +161,17 @@ class Kube:
         """Delete a custom object (background propagation); False when it was gone."""
         try:
             self.custom.delete_namespaced_custom_object(
-                GROUP, VERSION, namespace, plural, name, propagation_policy="Background")
+                GROUP, VERSION, namespace, plural, name, propagation_policy="Background"
+            )
         except ApiException as exc:
             if exc.status == 404:
                 return False
             raise
         return True
 
-    def apply_configmap(self, namespace: str, name: str, data: dict[str, str],
-                        labels: dict[str, str] | None = None) -> None:
+    def apply_configmap(
+        self, namespace: str, name: str, data: dict[str, str], labels: dict[str, str] | None = None
+    ) -> None:
         """Create or replace a ConfigMap."""
         body = client.V1ConfigMap(
             metadata=client.V1ObjectMeta(name=name, namespace=namespace, labels=labels or {}),
@@ -171,7 +193,10 @@ class Kube:
             # The holder is the node's full name (label values are cut at 63 characters).
             spec = lease.spec
             if spec and spec.holder_identity and spec.renew_time is not None:
-                leases[spec.holder_identity] = (spec.renew_time, int(spec.lease_duration_seconds or 0))
+                leases[spec.holder_identity] = (
+                    spec.renew_time,
+                    int(spec.lease_duration_seconds or 0),
+                )
         labels = {
             n.metadata.name: dict(n.metadata.labels or {})
             for n in self.core.list_node().items
@@ -179,20 +204,24 @@ class Kube:
         }
         return leases, labels
 
-    def renew_lease(self, namespace: str, name: str, holder: str, duration: int,
-                    labels: dict[str, str]) -> None:
+    def renew_lease(
+        self, namespace: str, name: str, holder: str, duration: int, labels: dict[str, str]
+    ) -> None:
         """Create or renew a Lease held by ``holder`` (the agent's heartbeat)."""
         now = datetime.now(UTC)
-        spec = client.V1LeaseSpec(holder_identity=holder, lease_duration_seconds=duration,
-                                  renew_time=now)
+        spec = client.V1LeaseSpec(
+            holder_identity=holder, lease_duration_seconds=duration, renew_time=now
+        )
         try:
             lease = self.coordination.read_namespaced_lease(name, namespace)
         except ApiException as exc:
             if exc.status != 404:
                 raise
             spec.acquire_time = now
-            body = client.V1Lease(metadata=client.V1ObjectMeta(
-                name=name, namespace=namespace, labels=labels), spec=spec)
+            body = client.V1Lease(
+                metadata=client.V1ObjectMeta(name=name, namespace=namespace, labels=labels),
+                spec=spec,
+            )
             self.coordination.create_namespaced_lease(namespace, body)
             return
         lease.spec = spec
@@ -224,7 +253,9 @@ class Kube:
             self.core.create_namespaced_event(ref.namespace, event)
         except ApiException as exc:
             # Events are best effort: losing one must not fail the operation.
-            log.warning("could not post event %s on %s/%s: %s", reason, ref.namespace, ref.name, exc.reason)
+            log.warning(
+                "could not post event %s on %s/%s: %s", reason, ref.namespace, ref.name, exc.reason
+            )
 
 
 class AsyncKube:
@@ -237,7 +268,9 @@ class AsyncKube:
         """Run any blocking :class:`Kube` method (or other call) in a thread."""
         return await asyncio.to_thread(fn, *args, **kwargs)
 
-    async def get_secret(self, namespace: str, name: str) -> tuple[str | None, dict[str, str]] | None:
+    async def get_secret(
+        self, namespace: str, name: str
+    ) -> tuple[str | None, dict[str, str]] | None:
         """See :meth:`Kube.get_secret`."""
         return await asyncio.to_thread(self.sync.get_secret, namespace, name)
 

@@ -28,12 +28,12 @@ DURATION = Histogram(
     ["action"],
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800),
 )
-BYTES = Counter(
-    "imageops_bytes_transferred_total", "Image bytes pulled or pushed.", ["action"]
-)
+BYTES = Counter("imageops_bytes_transferred_total", "Image bytes pulled or pushed.", ["action"])
 CACHE_HITS = Counter("imageops_cache_hits_total", "Pulls served by an image already present.")
 IN_FLIGHT = Gauge("imageops_operations_in_flight", "Operations being worked on now.", ["action"])
-RETRIES = Counter("imageops_retries_total", "Retries after retryable failures.", ["action", "reason"])
+RETRIES = Counter(
+    "imageops_retries_total", "Retries after retryable failures.", ["action", "reason"]
+)
 ERRORS = Counter("imageops_errors_total", "Failed attempts by error reason.", ["reason"])
 SHARED_PULLS = Counter(
     "imageops_shared_pulls_total", "Pulls that joined an identical pull already under way."
@@ -75,13 +75,13 @@ def _handler(heartbeat: Heartbeat) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             self.wfile.write(body)
 
-        def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        def log_message(self, format: str, *args: object) -> None:
             return  # scrapes every few seconds would flood the operator's log
 
     return Handler
 
 
-def serve(port: int, heartbeat: Heartbeat, host: str = "0.0.0.0") -> ThreadingHTTPServer:  # noqa: S104
+def serve(port: int, heartbeat: Heartbeat, host: str = "0.0.0.0") -> ThreadingHTTPServer:
     """Start the metrics and health server in a daemon thread."""
     server = ThreadingHTTPServer((host, port), _handler(heartbeat))
     threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()

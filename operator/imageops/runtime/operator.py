@@ -24,10 +24,10 @@ from imageops.models.imageoperation import PLURAL
 from imageops.workers.agent import Agent, AgentConfig
 from imageops.workers.assigner import Assigner
 from imageops.workers.context import ControllerContext
+from imageops.workers.executor import AttemptExecutor
 from imageops.workers.heartbeat import run_heartbeat
 from imageops.workers.nodes import NodeDirectory
 from imageops.workers.opindex import OperationIndex
-from imageops.workers.executor import AttemptExecutor
 
 log = logging.getLogger(__name__)
 ROLES = ("agent", "controller")
@@ -75,7 +75,9 @@ def _registry() -> kopf.OperatorRegistry:
 
 
 def _operator(
-    options: RunOptions, registry: kopf.OperatorRegistry, settings: kopf.OperatorSettings,
+    options: RunOptions,
+    registry: kopf.OperatorRegistry,
+    settings: kopf.OperatorSettings,
     stop: asyncio.Event,
 ) -> Any:
     return kopf.operator(
@@ -109,8 +111,13 @@ async def run(options: RunOptions) -> None:
         imageoperation.register_agent(registry, agent)
         settings = _settings(f"spec.nodeName={options.node_name}")
         tasks.append(asyncio.create_task(_operator(options, registry, settings, stop)))
-        background.append(asyncio.create_task(run_heartbeat(
-            kube, options.lease_namespace, options.node_name, options.lease_duration)))
+        background.append(
+            asyncio.create_task(
+                run_heartbeat(
+                    kube, options.lease_namespace, options.node_name, options.lease_duration
+                )
+            )
+        )
     if "controller" in options.roles:
         registry, loops = _controller(options, kube)
         tasks.append(asyncio.create_task(_operator(options, registry, _settings(), stop)))

@@ -8,6 +8,7 @@ progress stream, so the caller never has to read raw Docker output.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -77,10 +78,8 @@ class CancelToken:
             self._event.set()
             closers, self._closers = self._closers, []
         for close in closers:
-            try:
+            with contextlib.suppress(Exception):
                 close()
-            except Exception:  # noqa: BLE001 - closing a dead stream may fail; stopping is what matters
-                pass
 
     def on_cancel(self, closer: Callable[[], None]) -> None:
         """Register a closer; runs it at once if the token is already cancelled."""

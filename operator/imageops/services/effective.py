@@ -39,10 +39,12 @@ def effective_spec(
     updates: dict[str, object] = {}
     if session is not None and spec.credentials is None and session.credentials is not None:
         updates["credentials"] = session.credentials
-    backoff = _first(spec.backoff_limit, session.backoff_limit if session else None,
-                     DEFAULT_BACKOFF_LIMIT)
-    timeout = _first(spec.timeout_seconds, session.timeout_seconds if session else None,
-                     DEFAULT_TIMEOUT_SECONDS)
+    backoff = _first(
+        spec.backoff_limit, session.backoff_limit if session else None, DEFAULT_BACKOFF_LIMIT
+    )
+    timeout = _first(
+        spec.timeout_seconds, session.timeout_seconds if session else None, DEFAULT_TIMEOUT_SECONDS
+    )
     updates.update(backoff_limit=backoff, timeout_seconds=timeout)
     allowed = [tuple(agent_allowed)]
     if session is not None and session.allowed_registries:

@@ -91,7 +91,9 @@ def _conditions(
     return [c.to_wire() for c in run.conditions]
 
 
-def started_patch(run: RunState, phase: Phase, message: str, now: datetime, **extra: Any) -> dict[str, Any]:
+def started_patch(
+    run: RunState, phase: Phase, message: str, now: datetime, **extra: Any
+) -> dict[str, Any]:
     """Status when a run starts, resumes or waits for a slot (Pending/Running).
 
     Result fields of an earlier generation are cleared so that nothing stale
@@ -116,8 +118,17 @@ def started_patch(run: RunState, phase: Phase, message: str, now: datetime, **ex
 
 def clear_result_fields() -> dict[str, Any]:
     """Merge-patch values that remove the result of an earlier generation."""
-    keys = ("digest", "shortDigest", "imageId", "sizeBytes", "cacheHit", "lastError",
-            "progress", "previousTargetImageId", "dryRunResult")
+    keys = (
+        "digest",
+        "shortDigest",
+        "imageId",
+        "sizeBytes",
+        "cacheHit",
+        "lastError",
+        "progress",
+        "previousTargetImageId",
+        "dryRunResult",
+    )
     return dict.fromkeys(keys)
 
 

@@ -160,7 +160,9 @@ def _tag(spec: OperationFields, attempt: Attempt, image: str, target: str) -> Op
         backend.tag(str(source_ref), str(target_ref))
     moved = backend.inspect(str(target_ref))
     if moved is None or moved.image_id != source.image_id:
-        raise OperationError(ErrorReason.UNKNOWN, f"{target_ref} does not point at the source after tagging")
+        raise OperationError(
+            ErrorReason.UNKNOWN, f"{target_ref} does not point at the source after tagging"
+        )
     _check_expected(spec, digest, str(source_ref))
     return OperationResult(
         digest=digest,
@@ -174,16 +176,22 @@ def _push(spec: OperationFields, attempt: Attempt) -> OperationResult:
     backend = attempt.backend
     pushed_ref = parse_reference(spec.target or spec.image)
     if pushed_ref.digest and not pushed_ref.tag:
-        raise OperationError(ErrorReason.INVALID_REFERENCE, f"cannot push {pushed_ref}: a tag is needed")
+        raise OperationError(
+            ErrorReason.INVALID_REFERENCE, f"cannot push {pushed_ref}: a tag is needed"
+        )
     previous_id = None
     if spec.target:
-        tagged = _tag(spec.model_copy(update={"expected_digest": None}), attempt, spec.image, spec.target)
+        tagged = _tag(
+            spec.model_copy(update={"expected_digest": None}), attempt, spec.image, spec.target
+        )
         previous_id = tagged.previous_target_image_id
     # A dry run has not tagged the target, so the image to push is still the source.
     local_name = spec.image if spec.dry_run and spec.target else str(pushed_ref)
     local = backend.inspect(local_name)
     if local is None:
-        raise OperationError(ErrorReason.NOT_FOUND, f"image {local_name} is not present on the node")
+        raise OperationError(
+            ErrorReason.NOT_FOUND, f"image {local_name} is not present on the node"
+        )
     if spec.dry_run:
         return _push_dry_run(attempt, pushed_ref, local, previous_id)
     pushed = backend.push(

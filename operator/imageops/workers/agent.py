@@ -10,6 +10,7 @@ never waits for an agent; a deletion cancels the task and its Docker call.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import uuid
@@ -94,7 +95,9 @@ class Agent:
             await self._reject(ref, generation, status, exc)
             return
         resume = status if decision is Decision.RESUME else None
-        task = asyncio.create_task(self._run(ref, spec, generation, resume), name=f"imgop/{ref.name}")
+        task = asyncio.create_task(
+            self._run(ref, spec, generation, resume), name=f"imgop/{ref.name}"
+        )
         self.running[uid] = _Running(generation, task)
         task.add_done_callback(functools.partial(self._done, uid))
 
@@ -122,7 +125,9 @@ class Agent:
         self, ref: ObjectRef, generation: int, status: ImageOperationStatus, exc: Exception
     ) -> None:
         """A spec the API server accepted but the models do not: fail with the reason."""
-        run = RunState(generation, self.config.node_name, uuid.uuid4().hex[:12], _now(), status.conditions)
+        run = RunState(
+            generation, self.config.node_name, uuid.uuid4().hex[:12], _now(), status.conditions
+        )
         error = OperationError(ErrorReason.INVALID_REFERENCE, f"invalid spec: {exc}")
         await self.kube.patch_status(ref, lifecycle.failed_patch(run, error, _now()))
 
@@ -154,11 +159,17 @@ class Agent:
     def _run_state(self, generation: int, resume: ImageOperationStatus | None) -> RunState:
         if resume and resume.job_id and resume.start_time:
             return RunState(
-                generation, self.config.node_name, resume.job_id, resume.start_time,
-                list(resume.conditions), resume.attempts,
+                generation,
+                self.config.node_name,
+                resume.job_id,
+                resume.start_time,
+                list(resume.conditions),
+                resume.attempts,
             )
         conditions = list(resume.conditions) if resume else []
-        return RunState(generation, self.config.node_name, uuid.uuid4().hex[:12], _now(), conditions)
+        return RunState(
+            generation, self.config.node_name, uuid.uuid4().hex[:12], _now(), conditions
+        )
 
     async def _announce(
         self, ref: ObjectRef, spec: ImageOperationSpec, run: RunState, resumed: bool
@@ -166,14 +177,15 @@ class Agent:
         """Write the first status of this run and the Started event."""
         phase = Phase.PENDING if self.executor.busy() else Phase.RUNNING
         extra: dict[str, Any] = {} if resumed else lifecycle.clear_result_fields()
-        if spec.action == Action.PULL:
-            try:
+        # A bad reference is reported as InvalidReference by _prepare, not here.
+        with contextlib.suppress(OperationError):
+            if spec.action == Action.PULL:
                 extra["pullPolicy"] = str(effective_pull_policy(spec))
-            except OperationError:
-                pass  # the reference is reported as InvalidReference by _prepare
         verb = "Resumed" if resumed else "Started"
         message = f"{verb} {spec.action} of {spec.image} on {run.node} (job {run.job_id})"
-        await self.kube.patch_status(ref, lifecycle.started_patch(run, phase, message, _now(), **extra))
+        await self.kube.patch_status(
+            ref, lifecycle.started_patch(run, phase, message, _now(), **extra)
+        )
         await self.kube.post_event(ref, "Normal", verb, message)
 
     async def _effective(self, ref: ObjectRef, spec: ImageOperationSpec) -> EffectiveSpec:
@@ -181,10 +193,13 @@ class Agent:
         session = None
         if spec.session_ref is not None:
             body = await self.kube.call(
-                self.kube.sync.get_custom, ref.namespace, SESSION_PLURAL, spec.session_ref.name)
+                self.kube.sync.get_custom, ref.namespace, SESSION_PLURAL, spec.session_ref.name
+            )
             if body is None:
                 # GitOps may apply the session after its operations: run without its defaults.
-                log.info("session %s of %s/%s not found", spec.session_ref.name, ref.namespace, ref.name)
+                log.info(
+                    "session %s of %s/%s not found", spec.session_ref.name, ref.namespace, ref.name
+                )
             else:
                 session = ImageSessionSpec.model_validate(body.get("spec") or {})
         return effective_spec(spec, session, self.config.allowed_registries)
@@ -198,7 +213,8 @@ class Agent:
                 if not registry_allowed(parsed, allowed):
                     raise OperationError(
                         ErrorReason.FORBIDDEN,
-                        f"registry {parsed.registry} is not allowed (allowed: {', '.join(allowed)})",
+                        f"registry {parsed.registry} is not allowed "
+                        f"(allowed: {', '.join(allowed)})",
                     )
         registry = credential_registry(spec)
         if spec.credentials is None or registry is None:
@@ -232,11 +248,15 @@ class Agent:
     async def _wait_retry(
         self, ref: ObjectRef, spec: ImageOperationSpec, run: RunState, error: OperationError
     ) -> None:
-        delay = backoff_delay(run.attempts, base=self.config.backoff_base, cap=self.config.backoff_cap)
+        delay = backoff_delay(
+            run.attempts, base=self.config.backoff_base, cap=self.config.backoff_cap
+        )
         now = _now()
         patch = lifecycle.retrying_patch(run, error, delay, now, now + timedelta(seconds=delay))
         await self.kube.patch_status(ref, patch)
-        message = f"attempt {run.attempts} failed: {error.reason}: {error.message}; retry in {delay:.0f}s"
+        message = (
+            f"attempt {run.attempts} failed: {error.reason}: {error.message}; retry in {delay:.0f}s"
+        )
         await self.kube.post_event(ref, "Warning", "Retrying", message)
         metrics.RETRIES.labels(str(spec.action), str(error.reason)).inc()
         await asyncio.sleep(delay)
@@ -249,11 +269,15 @@ class Agent:
         publisher = asyncio.create_task(self._publish_progress(ref, buffer))
         try:
             if spec.action != Action.PULL:
-                return await self.executor.run(
-                    spec, auth, timeout, CancelToken(), buffer.update
-                )
-            key = (spec.image, spec.platform, str(effective_pull_policy(spec)),
-                   spec.expected_digest, spec.dry_run, auth)
+                return await self.executor.run(spec, auth, timeout, CancelToken(), buffer.update)
+            key = (
+                spec.image,
+                spec.platform,
+                str(effective_pull_policy(spec)),
+                spec.expected_digest,
+                spec.dry_run,
+                auth,
+            )
 
             async def work(token: CancelToken, progress: Any) -> OperationResult:
                 return await self.executor.run(spec, auth, timeout, token, progress)
@@ -282,7 +306,10 @@ class Agent:
         await self.kube.patch_status(ref, patch)
         what = result.dry_run_result or f"{spec.action} {spec.target or spec.image}"
         await self.kube.post_event(
-            ref, "Normal", "Succeeded", f"{what}: digest {result.digest or '-'} (attempt {run.attempts})"
+            ref,
+            "Normal",
+            "Succeeded",
+            f"{what}: digest {result.digest or '-'} (attempt {run.attempts})",
         )
         action = str(spec.action)
         metrics.OPERATIONS.labels(action, "succeeded").inc()
@@ -300,7 +327,10 @@ class Agent:
         patch = lifecycle.failed_patch(run, error, now)
         await self.kube.patch_status(ref, patch)
         await self.kube.post_event(
-            ref, "Warning", "Failed", f"{error.reason}: {error.message} (after {run.attempts} attempt(s))"
+            ref,
+            "Warning",
+            "Failed",
+            f"{error.reason}: {error.message} (after {run.attempts} attempt(s))",
         )
         action = str(spec.action)
         metrics.OPERATIONS.labels(action, "failed").inc()

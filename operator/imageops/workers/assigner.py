@@ -64,8 +64,11 @@ class Assigner:
                 if not await self._assign(body) and _age(body, now) > self.ctx.node_grace_seconds:
                     await self._fail(body, "no node with a live agent matches this operation")
             elif self.ctx.nodes.down_for(node, now) > self.ctx.node_grace_seconds:
-                await self._fail(body, f"node {node} has had no live imageops agent for more than "
-                                       f"{self.ctx.node_grace_seconds:.0f}s")
+                await self._fail(
+                    body,
+                    f"node {node} has had no live imageops agent for more than "
+                    f"{self.ctx.node_grace_seconds:.0f}s",
+                )
 
     async def _assign(self, body: Body) -> bool:
         spec = body.get("spec") or {}
@@ -80,7 +83,8 @@ class Assigner:
         if not session:
             return None
         obj = await self.ctx.kube.call(
-            self.ctx.kube.sync.get_custom, body["metadata"]["namespace"], SESSION_PLURAL, session)
+            self.ctx.kube.sync.get_custom, body["metadata"]["namespace"], SESSION_PLURAL, session
+        )
         node = ((obj or {}).get("spec") or {}).get("nodeName")
         return str(node) if node else None
 
@@ -89,7 +93,8 @@ class Assigner:
         if not nodes:
             return None
         load = Counter(
-            (b.get("spec") or {}).get("nodeName") for b in self.ctx.index.all()
+            (b.get("spec") or {}).get("nodeName")
+            for b in self.ctx.index.all()
             if (b.get("status") or {}).get("phase") in ACTIVE
         )
         return min(nodes, key=lambda n: (load[n], n))

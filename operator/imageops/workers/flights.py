@@ -27,7 +27,9 @@ class _Flight(Generic[T]):
     waiters: int = 0
 
 
-def _publish(listeners: list[Callable[[TransferProgress], None]], progress: TransferProgress) -> None:
+def _publish(
+    listeners: list[Callable[[TransferProgress], None]], progress: TransferProgress
+) -> None:
     """Hand one progress snapshot to every operation waiting on the flight."""
     for listener in list(listeners):
         listener(progress)

@@ -28,6 +28,6 @@ async def run_heartbeat(kube: AsyncKube, namespace: str, node: str, duration: in
     while True:
         try:
             await kube.call(kube.sync.renew_lease, namespace, name, node, duration, labels)
-        except Exception as exc:  # noqa: BLE001 - keep beating through API hiccups
+        except Exception as exc:
             log.warning("could not renew lease %s/%s: %s", namespace, name, exc)
         await asyncio.sleep(max(duration / 3, 1.0))

@@ -53,14 +53,15 @@ class NodeDirectory:
         while True:
             try:
                 await self.refresh()
-            except Exception as exc:  # noqa: BLE001 - the API may be briefly unavailable
+            except Exception as exc:
                 log.warning("could not refresh agent leases: %s", exc)
             await asyncio.sleep(self.interval)
 
     async def refresh(self) -> None:
         """Read the leases and node labels once."""
         leases, labels = await self.kube.call(
-            self.kube.sync.read_agent_leases, self.lease_namespace, AGENT_LABEL)
+            self.kube.sync.read_agent_leases, self.lease_namespace, AGENT_LABEL
+        )
         self.leases = {
             node: AgentLease(node, renew, duration) for node, (renew, duration) in leases.items()
         }
@@ -90,7 +91,8 @@ class NodeDirectory:
         now = datetime.now(UTC)
         wanted = dict(selector or {})
         return sorted(
-            node for node in self.leases
+            node
+            for node in self.leases
             if self.is_live(node, now)
             and all(self.labels.get(node, {}).get(k) == v for k, v in wanted.items())
         )

@@ -56,14 +56,17 @@ class Assigner:
     async def sweep(self) -> None:
         """One pass over every active operation."""
         now = datetime.now(UTC)
+        grace = self.ctx.node_grace_seconds
         for body in self.ctx.index.all():
             if (body.get("status") or {}).get("phase") not in ACTIVE:
                 continue
             node = (body.get("spec") or {}).get("nodeName")
             if not node:
-                if not await self._assign(body) and _age(body, now) > self.ctx.node_grace_seconds:
+                if not await self._assign(body) and _age(body, now) > grace:
                     await self._fail(body, "no node with a live agent matches this operation")
-            elif self.ctx.nodes.down_for(node, now) > self.ctx.node_grace_seconds:
+            # An operation cannot have waited longer than it exists: a new agent's Lease
+            # may not have been read yet when its first operation arrives.
+            elif min(self.ctx.nodes.down_for(node, now), _age(body, now)) > grace:
                 await self._fail(
                     body,
                     f"node {node} has had no live imageops agent for more than "

@@ -39,6 +39,7 @@ from imageops.services.backend import (
     PullResult,
     PushResult,
     RegistryAuth,
+    require_image,
 )
 from imageops.services.errors import OperationError, classify_message, from_message
 from imageops.services.reference import (
@@ -111,8 +112,13 @@ class DockerCliBackend:
         with docker_config(None) as config_dir:
             try:
                 return subprocess.run(
-                    argv, capture_output=True, encoding="utf-8", errors="replace",
-                    timeout=self._timeout, env=self._env(config_dir), check=False,
+                    argv,
+                    capture_output=True,
+                    encoding="utf-8",
+                    errors="replace",
+                    timeout=self._timeout,
+                    env=self._env(config_dir),
+                    check=False,
                     stdin=subprocess.DEVNULL,
                 )
             except subprocess.TimeoutExpired as exc:
@@ -138,18 +144,7 @@ class DockerCliBackend:
                 return None
             raise error
         data = json.loads(done.stdout)
-        return ImageInfo(
-            image_id=str(data.get("Id", "")),
-            repo_digests=tuple(data.get("RepoDigests") or ()),
-            repo_tags=tuple(data.get("RepoTags") or ()),
-            size_bytes=int(data.get("Size") or 0),
-        )
-
-    def _must_inspect(self, ref: str) -> ImageInfo:
-        info = self.inspect(ref)
-        if info is None:
-            raise OperationError(ErrorReason.NOT_FOUND, f"No such image: {ref} (after transfer)")
-        return info
+        return ImageInfo.from_inspect(data)
 
     def pull(
         self,
@@ -165,7 +160,7 @@ class DockerCliBackend:
         options = ["--platform", platform] if platform else []
         reader = StreamReader("pull", on_progress)
         self._stream("pull", ["pull", *options, "--", str(parsed)], auth, reader, cancel)
-        image = self._must_inspect(str(parsed))
+        image = require_image(self, str(parsed))
         digest = reader.digest or repo_digest(image, parsed)
         return PullResult(digest=digest, image=image, cache_hit=reader.tracker.cache_hit)
 
@@ -185,7 +180,7 @@ class DockerCliBackend:
         self._stream("push", ["push", "--", target], auth, reader, cancel)
         if reader.digest:
             return PushResult(digest=reader.digest, size_bytes=reader.size)
-        digest = repo_digest(self._must_inspect(target), parsed)
+        digest = repo_digest(require_image(self, target), parsed)
         if digest is None:
             raise OperationError(ErrorReason.UNKNOWN, f"push of {ref} reported no digest")
         return PushResult(digest=digest)
@@ -205,8 +200,13 @@ class DockerCliBackend:
         with docker_config(auth) as config_dir:
             try:
                 proc = subprocess.Popen(
-                    argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
-                    encoding="utf-8", errors="replace", env=self._env(config_dir),
+                    argv,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    stdin=subprocess.DEVNULL,
+                    encoding="utf-8",
+                    errors="replace",
+                    env=self._env(config_dir),
                 )
             except OSError as exc:
                 raise OperationError(ErrorReason.DAEMON_UNAVAILABLE, f"{argv[0]}: {exc}") from exc

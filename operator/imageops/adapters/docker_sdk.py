@@ -38,6 +38,7 @@ from imageops.services.backend import (
     PullResult,
     PushResult,
     RegistryAuth,
+    require_image,
 )
 from imageops.services.errors import OperationError, from_message
 from imageops.services.reference import parse_reference
@@ -211,18 +212,7 @@ class DockerSdkBackend:
                 data = api.inspect_image(ref)
             except docker.errors.ImageNotFound:
                 return None
-        return ImageInfo(
-            image_id=str(data.get("Id", "")),
-            repo_digests=tuple(data.get("RepoDigests") or ()),
-            repo_tags=tuple(data.get("RepoTags") or ()),
-            size_bytes=int(data.get("Size") or 0),
-        )
-
-    def _must_inspect(self, ref: str) -> ImageInfo:
-        info = self.inspect(ref)
-        if info is None:
-            raise OperationError(ErrorReason.NOT_FOUND, f"No such image: {ref} (after transfer)")
-        return info
+        return ImageInfo.from_inspect(data)
 
     def pull(
         self,
@@ -242,7 +232,7 @@ class DockerSdkBackend:
             params["platform"] = platform
         reader = StreamReader("pull", on_progress)
         self._stream("pull", ("/images/create",), params, auth, reader, cancel)
-        image = self._must_inspect(str(parsed))
+        image = require_image(self, str(parsed))
         digest = reader.digest or repo_digest(image, parsed)
         return PullResult(digest=digest, image=image, cache_hit=reader.tracker.cache_hit)
 
@@ -262,7 +252,7 @@ class DockerSdkBackend:
         self._stream("push", ("/images/{0}/push", parsed.name), params, auth, reader, cancel)
         if reader.digest:
             return PushResult(digest=reader.digest, size_bytes=reader.size)
-        digest = repo_digest(self._must_inspect(target), parsed)
+        digest = repo_digest(require_image(self, target), parsed)
         if digest is None:
             raise OperationError(ErrorReason.UNKNOWN, f"push of {ref} reported no digest")
         return PushResult(digest=digest)
@@ -360,8 +350,11 @@ class DockerSdkBackend:
         """Ask the registry (Docker distribution endpoint) which digest ``ref`` resolves to."""
         config: dict[str, str] = {}
         if auth is not None:
-            config = {"username": auth.username, "password": auth.password,
-                      "serveraddress": auth.registry}
+            config = {
+                "username": auth.username,
+                "password": auth.password,
+                "serveraddress": auth.registry,
+            }
         with self._calling(on_timeout=ErrorReason.REGISTRY_UNAVAILABLE) as api:
             data = api.inspect_distribution(ref, auth_config=config)
         digest = (data.get("Descriptor") or {}).get("digest")
@@ -376,4 +369,3 @@ class DockerSdkBackend:
             if self._api is not None:
                 self._api.close()
                 self._api = None
-

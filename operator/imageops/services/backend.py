@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
+
+from imageops.models.common import ErrorReason
+from imageops.services.errors import OperationError
 
 
 @dataclass(frozen=True)
@@ -35,6 +38,16 @@ class ImageInfo:
     repo_digests: tuple[str, ...] = ()
     repo_tags: tuple[str, ...] = ()
     size_bytes: int = 0
+
+    @classmethod
+    def from_inspect(cls, data: Mapping[str, Any]) -> ImageInfo:
+        """From the daemon's image-inspect document (API and ``docker image inspect``)."""
+        return cls(
+            image_id=str(data.get("Id", "")),
+            repo_digests=tuple(data.get("RepoDigests") or ()),
+            repo_tags=tuple(data.get("RepoTags") or ()),
+            size_bytes=int(data.get("Size") or 0),
+        )
 
 
 @dataclass
@@ -147,3 +160,11 @@ class ImageBackend(Protocol):
 
     def registry_digest(self, ref: str, *, auth: RegistryAuth | None) -> str:
         """Ask the registry (Docker distribution endpoint) which digest ``ref`` resolves to."""
+
+
+def require_image(backend: ImageBackend, ref: str) -> ImageInfo:
+    """The local image ``ref`` after a transfer; NotFound when the daemon lost it."""
+    info = backend.inspect(ref)
+    if info is None:
+        raise OperationError(ErrorReason.NOT_FOUND, f"No such image: {ref} (after transfer)")
+    return info

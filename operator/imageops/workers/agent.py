@@ -301,39 +301,35 @@ class Agent:
     async def _succeed(
         self, ref: ObjectRef, spec: ImageOperationSpec, run: RunState, result: OperationResult
     ) -> None:
-        now = _now()
-        patch = lifecycle.succeeded_patch(run, result, now)
-        await self.kube.patch_status(ref, patch)
+        patch = lifecycle.succeeded_patch(run, result, _now())
         what = result.dry_run_result or f"{spec.action} {spec.target or spec.image}"
-        await self.kube.post_event(
-            ref,
-            "Normal",
-            "Succeeded",
-            f"{what}: digest {result.digest or '-'} (attempt {run.attempts})",
-        )
-        action = str(spec.action)
-        metrics.OPERATIONS.labels(action, "succeeded").inc()
-        metrics.DURATION.labels(action).observe(patch["durationSeconds"])
+        message = f"{what}: digest {result.digest or '-'} (attempt {run.attempts})"
+        await self._finish(ref, spec, patch, ("Normal", "Succeeded", message))
         if result.cache_hit:
             metrics.CACHE_HITS.inc()
         if result.bytes_transferred:
-            metrics.BYTES.labels(action).inc(result.bytes_transferred)
+            metrics.BYTES.labels(str(spec.action)).inc(result.bytes_transferred)
 
     async def _fail(
         self, ref: ObjectRef, spec: ImageOperationSpec, run: RunState, error: OperationError
     ) -> None:
         run.attempts = max(run.attempts, 1)
-        now = _now()
-        patch = lifecycle.failed_patch(run, error, now)
+        patch = lifecycle.failed_patch(run, error, _now())
+        message = f"{error.reason}: {error.message} (after {run.attempts} attempt(s))"
+        await self._finish(ref, spec, patch, ("Warning", "Failed", message))
+
+    async def _finish(
+        self,
+        ref: ObjectRef,
+        spec: ImageOperationSpec,
+        patch: dict[str, Any],
+        event: tuple[str, str, str],
+    ) -> None:
+        """Write the final status, its Event and the operation metrics."""
         await self.kube.patch_status(ref, patch)
-        await self.kube.post_event(
-            ref,
-            "Warning",
-            "Failed",
-            f"{error.reason}: {error.message} (after {run.attempts} attempt(s))",
-        )
+        await self.kube.post_event(ref, *event)
         action = str(spec.action)
-        metrics.OPERATIONS.labels(action, "failed").inc()
+        metrics.OPERATIONS.labels(action, patch["phase"].lower()).inc()
         metrics.DURATION.labels(action).observe(patch["durationSeconds"])
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
@@ -79,6 +80,7 @@ def _operator(
     registry: kopf.OperatorRegistry,
     settings: kopf.OperatorSettings,
     stop: asyncio.Event,
+    ready: asyncio.Event,
 ) -> Any:
     return kopf.operator(
         registry=registry,
@@ -87,6 +89,7 @@ def _operator(
         clusterwide=not options.namespaces,
         namespaces=options.namespaces,
         stop_flag=stop,
+        ready_flag=ready,
     )
 
 
@@ -96,42 +99,56 @@ async def _beat(heartbeat: metrics.Heartbeat) -> None:
         await asyncio.sleep(5)
 
 
+async def _take_signals(readies: list[asyncio.Event], stop: asyncio.Event) -> None:
+    """Once every kopf operator has started, route SIGTERM/SIGINT to the shared stop flag.
+
+    Each kopf operator installs its own handlers and the last one wins; a signal
+    would then stop one operator and leave kopf waiting on the others' stop-flag
+    waiters. With one flag for all, every operator stops at once and cleanly.
+    """
+    for ready in readies:
+        await ready.wait()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+
 async def run(options: RunOptions) -> None:
-    """Run the selected roles until a signal stops one of them."""
+    """Run the selected roles until a signal (or a failed operator) stops them."""
     heartbeat = metrics.Heartbeat()
     server = metrics.serve(options.metrics_port, heartbeat)
     kube = AsyncKube(Kube(load_api_client(), component="imageops", host=options.node_name))
-    stop = asyncio.Event()
-    tasks: list[asyncio.Task[Any]] = [asyncio.create_task(_beat(heartbeat))]
-    background: list[asyncio.Task[Any]] = []
+    operators: list[tuple[kopf.OperatorRegistry, kopf.OperatorSettings]] = []
+    loops: list[Coroutine[Any, Any, None]] = [_beat(heartbeat)]
     agent: Agent | None = None
     if "agent" in options.roles:
         agent = _agent(options, kube)
         registry = _registry()
         imageoperation.register_agent(registry, agent)
-        settings = _settings(f"spec.nodeName={options.node_name}")
-        tasks.append(asyncio.create_task(_operator(options, registry, settings, stop)))
-        background.append(
-            asyncio.create_task(
-                run_heartbeat(
-                    kube, options.lease_namespace, options.node_name, options.lease_duration
-                )
-            )
+        operators.append((registry, _settings(f"spec.nodeName={options.node_name}")))
+        loops.append(
+            run_heartbeat(kube, options.lease_namespace, options.node_name, options.lease_duration)
         )
     if "controller" in options.roles:
-        registry, loops = _controller(options, kube)
-        tasks.append(asyncio.create_task(_operator(options, registry, _settings(), stop)))
-        background.extend(asyncio.create_task(loop) for loop in loops)
+        registry, controller_loops = _controller(options, kube)
+        operators.append((registry, _settings()))
+        loops.extend(controller_loops)
+    stop = asyncio.Event()
+    readies = [asyncio.Event() for _ in operators]
+    background = [asyncio.create_task(loop) for loop in loops]
+    background.append(asyncio.create_task(_take_signals(readies, stop)))
+    kopfs = [
+        asyncio.create_task(_operator(options, registry, settings, stop, ready))
+        for (registry, settings), ready in zip(operators, readies, strict=True)
+    ]
     try:
-        # kopf installs its signal handlers per operator, the last one wins: whichever
-        # operator stops first stops the others through the shared flag.
-        await asyncio.wait(tasks[1:], return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait(kopfs, return_when=asyncio.FIRST_COMPLETED)
     finally:
         stop.set()
         if agent is not None:
             await agent.shutdown()
-        await asyncio.gather(*tasks[1:], return_exceptions=True)
-        for task in [tasks[0], *background]:
+        await asyncio.gather(*kopfs, return_exceptions=True)
+        for task in background:
             task.cancel()
         server.shutdown()
 

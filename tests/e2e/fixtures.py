@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,7 +12,8 @@ from kubernetes import client
 from tests.e2e.harness import OperatorProcess, Ops
 from tests.testbed import Testbed
 
-MAIN_NODE = "e2e-main"
+# Unique per test session, so two sessions on one test bed never share an agent.
+MAIN_NODE = f"e2e-main-{uuid.uuid4().hex[:6]}"
 
 
 @pytest.fixture(scope="session")

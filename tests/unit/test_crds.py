@@ -202,7 +202,7 @@ def test_printer_columns_and_selectable_fields() -> None:
     assert columns("Workflow") == {
         "Phase": ".status.phase",
         "Progress": ".status.progress",
-        "Node": ".spec.nodeName",
+        "Node": ".status.node",
         "Age": ".metadata.creationTimestamp",
     }
     assert columns("ImageSession") == {

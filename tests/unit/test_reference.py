@@ -277,3 +277,11 @@ def test_registry_key_candidates_docker_hub(registry: str) -> None:
     for key in ("index.docker.io", "docker.io", "registry-1.docker.io", f"https://{registry}"):
         assert key in keys
     assert len(keys) == len(set(keys))
+
+
+def test_image_ids_are_recognised() -> None:
+    from imageops.services.reference import is_image_id
+
+    assert is_image_id("sha256:" + "a" * 64)
+    assert not is_image_id("sha256:" + "a" * 63)
+    assert not is_image_id("busybox:latest")

@@ -249,7 +249,7 @@ RESOURCES: dict[str, Resource] = {
             columns=[
                 _PHASE,
                 _column("Progress", ".status.progress"),
-                _column("Node", ".spec.nodeName"),
+                _column("Node", ".status.node"),
                 _AGE,
             ],
         ),

@@ -19,7 +19,7 @@ import kopf
 from imageops.adapters import metrics
 from imageops.adapters.backends import make_backend
 from imageops.adapters.kube import AsyncKube, Kube, load_api_client
-from imageops.handlers import imageoperation
+from imageops.handlers import imageoperation, workflow
 from imageops.models.base import GROUP
 from imageops.models.imageoperation import PLURAL
 from imageops.workers.agent import Agent, AgentConfig
@@ -29,6 +29,7 @@ from imageops.workers.executor import AttemptExecutor
 from imageops.workers.heartbeat import run_heartbeat
 from imageops.workers.nodes import NodeDirectory
 from imageops.workers.opindex import OperationIndex
+from imageops.workers.workflows import WorkflowReconciler
 
 log = logging.getLogger(__name__)
 ROLES = ("agent", "controller")
@@ -181,4 +182,7 @@ def _controller(
     imageoperation.register_controller(registry, ctx.index)
     assigner = Assigner(ctx)
     ctx.index.subscribe(assigner.on_operation)
-    return registry, [ctx.nodes.run(), assigner.run_sweeper()]
+    workflows = WorkflowReconciler(ctx)
+    ctx.index.subscribe(workflows.on_operation)
+    workflow.register(registry, workflows)
+    return registry, [ctx.nodes.run(), assigner.run_sweeper(), workflows.run_sweeper()]

@@ -92,6 +92,15 @@ class ImageRef:
         return text
 
 
+def is_image_id(text: str) -> bool:
+    """Whether ``text`` is a local image ID (``sha256:<64 hex>``), which names no registry.
+
+    Rollbacks tag an image ID back onto a target; the ID never leaves the node.
+    """
+    algorithm, _, hexpart = text.partition(":")
+    return algorithm == "sha256" and _IDENTIFIER_RE.fullmatch(hexpart) is not None
+
+
 def parse_reference(text: str) -> ImageRef:
     """Parse ``[registry/]path[:tag][@digest]``; OperationError(InvalidReference) if invalid."""
     if not text:

@@ -33,7 +33,7 @@ from imageops.services.effective import EffectiveSpec, effective_spec
 from imageops.services.errors import OperationError
 from imageops.services.lifecycle import Decision, OperationResult, RunState
 from imageops.services.perform import credential_registry, effective_pull_policy
-from imageops.services.reference import parse_reference, registry_allowed
+from imageops.services.reference import is_image_id, parse_reference, registry_allowed
 from imageops.workers.executor import AttemptExecutor, ProgressBuffer
 from imageops.workers.flights import Flights
 
@@ -208,6 +208,8 @@ class Agent:
         """Check references and the allowed registries, and resolve credentials."""
         spec = effective.spec
         for name in [spec.image] + ([spec.target] if spec.target else []):
+            if is_image_id(name):
+                continue  # a local image: no registry to allow or refuse
             parsed = parse_reference(name)
             for allowed in effective.allowed_registries:
                 if not registry_allowed(parsed, allowed):

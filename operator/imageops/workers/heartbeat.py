@@ -11,7 +11,8 @@ import asyncio
 import logging
 
 from imageops.adapters.kube import AsyncKube
-from imageops.workers.nodes import AGENT_LABEL, LEASE_PREFIX
+from imageops.models.labels import AGENT_LABEL
+from imageops.workers.nodes import LEASE_PREFIX
 
 log = logging.getLogger(__name__)
 

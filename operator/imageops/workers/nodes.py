@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from imageops.adapters.kube import AsyncKube
+from imageops.models.labels import AGENT_LABEL
 
 log = logging.getLogger(__name__)
-AGENT_LABEL = "imageops.dev/agent-node"
 LEASE_PREFIX = "imageops-agent-"
 
 

@@ -12,13 +12,10 @@ from collections import defaultdict
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
+from imageops.models.labels import WORKFLOW_LABEL
+
 log = logging.getLogger(__name__)
 
-WORKFLOW_LABEL = "imageops.dev/workflow"
-STEP_LABEL = "imageops.dev/step"
-NODE_LABEL = "imageops.dev/node"
-RUN_LABEL = "imageops.dev/run"
-SESSION_LABEL = "imageops.dev/session"
 
 Body = Mapping[str, Any]
 Listener = Callable[[str | None, Body], Awaitable[None]]

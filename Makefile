@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export PYTHONPATH := $(CURDIR)/operator
 
-.PHONY: help venv lint crds test test-unit demo bench testenv-up testenv-down clean
+.PHONY: help venv lint crds chart-crds image kind-up test test-unit demo bench testenv-up testenv-down clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -23,8 +23,19 @@ lint: venv ## ruff, mypy and the layer contracts
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 
-crds: venv ## regenerate crds/ from the models
+crds: venv ## regenerate crds/ and the chart's copy from the models
 	$(VENV)/bin/imageops crds --output crds
+	$(MAKE) chart-crds
+
+chart-crds: ## copy crds/*.yaml into charts/imageops/files/crds (a test fails on drift)
+	rm -f charts/imageops/files/crds/*.yaml
+	cp crds/*.yaml charts/imageops/files/crds/
+
+image: ## build the operator image (IMAGE=name:tag)
+	docker build -t $(or $(IMAGE),imageops:dev) .
+
+kind-up: ## kind cluster + image + chart (needs internet access)
+	bash hack/kind-up.sh
 
 test-unit: venv ## unit tests only (no test bed)
 	$(PY) -m pytest tests/unit -q

@@ -2,7 +2,8 @@
 # Builds the Kubernetes test-bed binaries (kube-apiserver, kubectl, etcd) from
 # the pinned Go module in hack/tools, and helm from its own module in
 # hack/tools/helm (helm pins other k8s.io library versions than kube-apiserver),
-# and links them into a bin directory.
+# and links them into a bin directory. The helm cache directory also gets the
+# ServiceMonitor CRD of prometheus-operator (a Go module too), for chart tests.
 #
 # Cache: the binaries live OUTSIDE the repo, in
 #   ${IMAGEOPS_TOOLS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/imageops/tools}/<key>/
@@ -30,6 +31,10 @@ RECIPE_VERSION=2
 # Toolchain fetched when no usable Go (>= 1.21, which can self-upgrade to the
 # go.mod version) is installed.
 BOOTSTRAP_GO=go1.25.0
+# The ServiceMonitor CRD the chart's optional ServiceMonitor is checked against
+# (tests/e2e/test_chart.py), taken from this prometheus-operator module; it lands
+# next to the helm binary.
+PROM_OPERATOR_VERSION=v0.85.0
 
 log() { printf 'build-tools: %s\n' "$*" >&2; }
 die() { printf 'build-tools: ERROR: %s\n' "$*" >&2; exit 1; }
@@ -72,7 +77,8 @@ helm_ldflags() {
 
 helm_cache_key() {
   { cat "$HELM_MOD/go.mod" "$HELM_MOD/go.sum"
-    printf 'recipe=%s ldflags=%s arch=%s\n' "$RECIPE_VERSION" "$(helm_ldflags)" "$(uname -m)"
+    printf 'recipe=%s ldflags=%s arch=%s prometheus-operator=%s\n' "$RECIPE_VERSION" "$(helm_ldflags)" \
+      "$(uname -m)" "$PROM_OPERATOR_VERSION"
   } | sha256sum | cut -c1-16
 }
 
@@ -157,6 +163,13 @@ build_helm_into() {
     tail -n 30 "$out.log" >&2
     die "go build of helm failed (full log: $out.log)"
   fi
+  # `go mod download` verifies the module against the checksum database.
+  local mod
+  mod=$(cd "$HELM_MOD" && GOTOOLCHAIN="${GOTOOLCHAIN:-auto}" "$gobin" mod download -json \
+        "github.com/prometheus-operator/prometheus-operator@$PROM_OPERATOR_VERSION" 2>>"$out.log" \
+        | awk -F'"' '$2 == "Dir" { print $4 }') || true
+  [[ -n "$mod" ]] || die "could not fetch prometheus-operator $PROM_OPERATOR_VERSION (log: $out.log)"
+  cp "$mod/example/prometheus-operator-crd/monitoring.coreos.com_servicemonitors.yaml" "$out/"
 }
 
 all_executable() { # DIR NAME...
@@ -199,6 +212,8 @@ main() {
   mkdir -p "$root"
   cached_build "$root" "$dir" build_into kube-apiserver kubectl etcd
   cached_build "$root" "$helm_dir" build_helm_into helm
+  [[ -f "$helm_dir/monitoring.coreos.com_servicemonitors.yaml" ]] \
+    || die "missing the ServiceMonitor CRD in $helm_dir"
   mkdir -p "$bin_dir"
   for b in kube-apiserver kubectl etcd; do
     ln -sfn "$dir/$b" "$bin_dir/$b"

@@ -18,7 +18,7 @@ kubectl create secret docker-registry regcred -n "$ns" --docker-server="$IMAGEOP
   --docker-username="$IMAGEOPS_AUTH_USER" --docker-password="$IMAGEOPS_AUTH_PASSWORD" \
   --dry-run=client -o yaml | kubectl apply -f - >/dev/null
 # Re-running the demo runs the examples again: start from fresh objects.
-kubectl delete imgop --all -n "$ns" --wait=true >/dev/null
+kubectl delete imgwf,imgsess,imgop --all -n "$ns" --wait=true >/dev/null
 
 "$VENV/bin/imageops" run --node-name "$(hostname)" --metrics-port "${DEMO_METRICS_PORT:-18080}" \
   --namespace "$ns" >"$log" 2>&1 &
@@ -27,20 +27,38 @@ trap 'kill $operator 2>/dev/null || true; wait $operator 2>/dev/null || true' EX
 echo "operator running (pid $operator, log $log)"
 
 render() { "$VENV/bin/python" -c 'import os,sys; print(os.path.expandvars(open(sys.argv[1]).read()))' "$1"; }
-for example in examples/0*.yaml; do
-  name=$(awk '/^  name:/ {print $2; exit}' "$example")
-  echo "--- applying $example ($name)"
-  render "$example" | kubectl apply -f -
-  if ! kubectl wait -n "$ns" "imgop/$name" --for=jsonpath='{.status.phase}'=Succeeded --timeout=120s >/dev/null; then
-    kubectl get imgop -n "$ns" "$name" -o yaml
-    echo "example $name did not succeed; operator log: $log" >&2
-    exit 1
-  fi
-done
+# apply FILE, then wait until each named object (kind/name) is Ready.
+apply_and_wait() {
+  local file=$1; shift
+  echo "--- applying $file"
+  render "$file" | kubectl apply -f -
+  for obj in "$@"; do
+    if ! kubectl wait -n "$ns" "$obj" --for=condition=Ready --timeout=180s >/dev/null; then
+      kubectl get -n "$ns" "$obj" -o yaml
+      echo "$obj did not become Ready; operator log: $log" >&2
+      exit 1
+    fi
+    echo "    $obj Ready"
+  done
+}
+
+apply_and_wait examples/01-pull.yaml imgop/pull-seed
+apply_and_wait examples/02-tag.yaml imgop/tag-release
+apply_and_wait examples/03-push.yaml imgop/push-release
+apply_and_wait examples/workflow-promotion.yaml imgwf/promote-tiny
+apply_and_wait examples/session.yaml imgop/release-pull imgop/release-cached imgop/release-push
+# The warm-up runs on every node labelled imageops.dev/pool=build. The test bed has no
+# kubelet, so the demo registers this machine as a labelled Node object itself.
+printf 'apiVersion: v1\nkind: Node\nmetadata: {name: %s}\n' "$(hostname)" | kubectl apply -f - >/dev/null
+kubectl label node "$(hostname)" imageops.dev/pool=build --overwrite >/dev/null
+apply_and_wait examples/workflow-warmup.yaml imgwf/warm-build-pool
 
 echo
-kubectl get imgop -n "$ns" -o wide
+kubectl get imageops -n "$ns"
 echo
 kubectl get imgop -n "$ns" -o custom-columns='NAME:.metadata.name,ACTION:.spec.action,PHASE:.status.phase,DIGEST:.status.digest,SECONDS:.status.durationSeconds'
+echo
+echo "session release:"
+kubectl get imgsess release -n "$ns" -o jsonpath='{"  jobs: "}{.status.jobs}{"\n  actions: "}{.status.actions}{"\n  cacheHitRatio: "}{.status.cacheHitRatio}{"\n"}'
 echo
 echo "The test bed stays up: 'source .testenv/env.sh' to use it, 'make testenv-down' to stop it."

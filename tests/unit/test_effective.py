@@ -28,5 +28,7 @@ def test_session_fills_gaps_and_operation_wins() -> None:
     assert eff.spec.credentials is not None
     assert eff.spec.credentials.secret_ref.name == "session-cred"
     assert eff.allowed_registries == (("r.io", "other.io"), ("r.io",))
+    assert eff.credentials_inherited
     own = effective_spec(_op(credentials={"secretRef": {"name": "mine"}}), session)
     assert own.spec.credentials is not None and own.spec.credentials.secret_ref.name == "mine"
+    assert not own.credentials_inherited

@@ -103,9 +103,9 @@ class ActionStats(CamelModel):
     min_seconds: float | None = Field(default=None, ge=0, description="Shortest duration.")
     avg_seconds: float | None = Field(default=None, ge=0, description="Mean duration.")
     max_seconds: float | None = Field(default=None, ge=0, description="Longest duration.")
-    total_seconds: float = Field(default=0, ge=0, description="Sum of the durations.")
-    timed: int = Field(
-        default=0, ge=0, description="Finished operations that reported a duration."
+    total_seconds: float | None = Field(default=None, ge=0, description="Sum of the durations.")
+    timed: int | None = Field(
+        default=None, ge=0, description="Finished operations that reported a duration."
     )
 
 
@@ -170,8 +170,8 @@ class ImageSessionStatus(CamelModel):
         max_length=MAX_HISTORY,
         description="The latest finished operations, newest last (at most spec.historyLimit).",
     )
-    cache_hits: int = Field(
-        default=0, ge=0, description="Successful pulls that found the image on the node."
+    cache_hits: int | None = Field(
+        default=None, ge=0, description="Successful pulls that found the image on the node."
     )
     cache_hit_ratio: float | None = Field(
         default=None, ge=0, le=1, description="Share of pulls that found the image on the node."
@@ -188,8 +188,8 @@ class ImageSessionStatus(CamelModel):
         pattern=DNS_SUBDOMAIN,
         description="ConfigMap holding the archived history (preserveLogs).",
     )
-    recorded: list[Annotated[str, Field(max_length=RECORDED_KEY_LENGTH)]] = Field(
-        default_factory=list,
+    recorded: list[Annotated[str, Field(max_length=RECORDED_KEY_LENGTH)]] | None = Field(
+        default=None,
         max_length=MAX_RECORDED,
         description="Operations (uid/generation) already counted here whose "
         "imageops.dev/recorded-generation annotation may not be written yet; "

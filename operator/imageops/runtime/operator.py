@@ -19,7 +19,7 @@ import kopf
 from imageops.adapters import metrics
 from imageops.adapters.backends import make_backend
 from imageops.adapters.kube import AsyncKube, Kube, load_api_client
-from imageops.handlers import imageoperation, workflow
+from imageops.handlers import imageoperation, imagesession, workflow
 from imageops.models.base import GROUP
 from imageops.models.imageoperation import PLURAL
 from imageops.workers.agent import Agent, AgentConfig
@@ -29,6 +29,7 @@ from imageops.workers.executor import AttemptExecutor
 from imageops.workers.heartbeat import run_heartbeat
 from imageops.workers.nodes import NodeDirectory
 from imageops.workers.opindex import OperationIndex
+from imageops.workers.sessions import SessionTracker
 from imageops.workers.workflows import WorkflowReconciler
 
 log = logging.getLogger(__name__)
@@ -185,4 +186,8 @@ def _controller(
     workflows = WorkflowReconciler(ctx)
     ctx.index.subscribe(workflows.on_operation)
     workflow.register(registry, workflows)
-    return registry, [ctx.nodes.run(), assigner.run_sweeper(), workflows.run_sweeper()]
+    sessions = SessionTracker(ctx)
+    ctx.index.subscribe(sessions.on_operation)
+    imagesession.register(registry, sessions)
+    loops = [assigner.run_sweeper(), workflows.run_sweeper(), sessions.run_sweeper()]
+    return registry, [ctx.nodes.run(), *loops]

@@ -24,6 +24,9 @@ class EffectiveSpec:
     """An operation spec with every default resolved."""
 
     spec: ImageOperationSpec
+    # Credentials taken from the session serve only registries their Secret knows;
+    # for any other registry the operation goes anonymous instead of failing.
+    credentials_inherited: bool
     backoff_limit: int
     timeout_seconds: int
     # Each list must allow a registry (an empty list allows every registry).
@@ -37,8 +40,9 @@ def effective_spec(
 ) -> EffectiveSpec:
     """Resolve ``spec`` against its session's defaults and the built-in ones."""
     updates: dict[str, object] = {}
-    if session is not None and spec.credentials is None and session.credentials is not None:
-        updates["credentials"] = session.credentials
+    inherited = session is not None and spec.credentials is None and session.credentials is not None
+    if inherited:
+        updates["credentials"] = session.credentials  # type: ignore[union-attr]
     backoff = _first(
         spec.backoff_limit, session.backoff_limit if session else None, DEFAULT_BACKOFF_LIMIT
     )
@@ -49,7 +53,9 @@ def effective_spec(
     allowed = [tuple(agent_allowed)]
     if session is not None and session.allowed_registries:
         allowed.append(tuple(session.allowed_registries))
-    return EffectiveSpec(spec.model_copy(update=updates), backoff, timeout, tuple(allowed))
+    return EffectiveSpec(
+        spec.model_copy(update=updates), inherited, backoff, timeout, tuple(allowed)
+    )
 
 
 def _first(*values: int | None) -> int:

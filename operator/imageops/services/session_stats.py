@@ -175,16 +175,18 @@ def fold(status: ImageSessionStatus, item: Finished, history_limit: int) -> None
         jobs.succeeded += 1
         stats.succeeded += 1
         if item.action is Action.PULL and item.cache_hit:
-            status.cache_hits += 1
+            status.cache_hits = (status.cache_hits or 0) + 1
     else:
         jobs.failed += 1
         stats.failed += 1
         _fold_error(status, item, history_limit)
+    jobs.total = jobs.succeeded + jobs.failed + jobs.active
     if item.duration_seconds is not None:
         _fold_duration(stats, item.duration_seconds)
     pulls = status.actions.get(Action.PULL)
     if pulls and pulls.succeeded:
-        status.cache_hit_ratio = round(min(status.cache_hits / pulls.succeeded, 1.0), 4)
+        hits = status.cache_hits or 0
+        status.cache_hit_ratio = round(min(hits / pulls.succeeded, 1.0), 4)
     status.recent_executions.append(
         Execution(
             operation=item.operation,
@@ -204,8 +206,8 @@ def fold(status: ImageSessionStatus, item: Finished, history_limit: int) -> None
 
 def _fold_duration(stats: ActionStats, seconds: float) -> None:
     seconds = max(seconds, 0.0)
-    stats.timed += 1
-    stats.total_seconds = round(stats.total_seconds + seconds, 3)
+    stats.timed = (stats.timed or 0) + 1
+    stats.total_seconds = round((stats.total_seconds or 0.0) + seconds, 3)
     stats.min_seconds = seconds if stats.min_seconds is None else min(stats.min_seconds, seconds)
     stats.max_seconds = seconds if stats.max_seconds is None else max(stats.max_seconds, seconds)
     stats.avg_seconds = round(stats.total_seconds / stats.timed, 3)
@@ -249,17 +251,19 @@ def refresh(
     latest_activity: datetime | None,
     created: datetime | None,
     now: datetime,
+    uncounted: int = 0,
 ) -> None:
     """Recompute jobs, phase, expiry and conditions (in place) from the live operations.
 
     ``active`` counts the session's pending and running operations;
-    ``latest_activity`` is the latest start (or creation) among them. An
-    Expired session stays Expired.
+    ``uncounted`` the finished ones not folded in yet (they count in the
+    total only); ``latest_activity`` is the latest start (or creation) among
+    the active ones. An Expired session stays Expired.
     """
     jobs = status.jobs or JobCounts()
     status.jobs = jobs
     jobs.active = active
-    jobs.total = jobs.succeeded + jobs.failed + active
+    jobs.total = jobs.succeeded + jobs.failed + active + uncounted
     status.observed_generation = generation
     status.last_activity_time = _seconds(_latest(status.last_activity_time, latest_activity))
     trim(status, spec.history_limit)
@@ -346,9 +350,10 @@ def build_archive(
 ) -> dict[str, Any]:
     """The document archived for preserveLogs: spec, statistics, executions and errors."""
     history = status.model_copy(deep=True)
-    history.conditions = []
-    history.recorded = []
+    history.recorded = None
     history.archived_to = None
+    kept = history.to_wire()
+    kept.pop("conditions", None)
     return {
         "apiVersion": "imageops.dev/v1alpha1",
         "kind": "ImageSessionHistory",
@@ -356,5 +361,5 @@ def build_archive(
         "reason": reason,
         "archivedAt": (_seconds(now) or now).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "spec": spec.to_wire(),
-        "status": history.to_wire(),
+        "status": kept,
     }

@@ -228,7 +228,12 @@ class Agent:
                 ErrorReason.CREDENTIALS_NOT_FOUND,
                 f"Secret {secret_name} not found in namespace {ref.namespace}",
             )
-        return auth_from_secret_data(secret[0], secret[1], registry, secret_name)
+        try:
+            return auth_from_secret_data(secret[0], secret[1], registry, secret_name)
+        except OperationError:
+            if effective.credentials_inherited:
+                return None  # the session's Secret does not cover this registry: anonymous
+            raise
 
     async def _attempts(
         self, ref: ObjectRef, effective: EffectiveSpec, run: RunState, auth: RegistryAuth | None

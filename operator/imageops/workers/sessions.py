@@ -32,21 +32,23 @@ from imageops.models.imagesession import (
     ImageSessionStatus,
     SessionPhase,
 )
+from imageops.models.labels import SESSION_LABEL
 from imageops.models.workflow import PLURAL as WORKFLOW_PLURAL
 from imageops.services import session_stats as stats
 from imageops.services.session_stats import Finished
 from imageops.workers.context import ControllerContext
-from imageops.workers.opindex import SESSION_LABEL, session_of, workflow_of
+from imageops.workers.opindex import session_of, workflow_of
 
 log = logging.getLogger(__name__)
 
 FLUSH_INTERVAL = 1.0  # seconds between two status writes of one session
 BATCH = 100  # operations folded per write, which bounds status.recorded
-MARK_CONCURRENCY = 4  # annotation patches in flight per session
+MARK_CONCURRENCY = 4  # annotation patches (and deletions) in flight
 # A key inherited from a stored status.recorded whose operation has not shown up
 # this long after start-up belongs to an operation deleted meanwhile: forget it.
 INHERIT_GRACE = 60.0
-TERMINAL_WORKFLOW = frozenset({"Succeeded", "Failed"})
+# Workflows in these phases hold their session's expiry off, even between steps.
+BUSY_WORKFLOW = frozenset({"Pending", "Running"})
 
 Body = Mapping[str, Any]
 Key = tuple[str, str]
@@ -77,8 +79,10 @@ class _Session:
     inherited: dict[str, float] = field(default_factory=dict)  # key -> when loaded
     dirty: bool = True
     deleted: bool = False
+    persisted: set[str] = field(default_factory=set)  # unmarked keys the status stores
     last_flush: float = 0.0
     flush_task: asyncio.Task[None] | None = None
+    mark_task: asyncio.Task[None] | None = None
     written: dict[str, Any] | None = None
     deleting: set[str] = field(default_factory=set)
     workflows_cleaned: bool = False
@@ -92,6 +96,14 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+def _stop(state: _Session) -> None:
+    """Retire a session's state: no more flushes or annotations."""
+    state.deleted = True
+    for task in (state.flush_task, state.mark_task):
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+
+
 class SessionTracker:
     """Keeps every ImageSession's status; expires and cleans up sessions."""
 
@@ -100,8 +112,7 @@ class SessionTracker:
         self.kube = ctx.kube
         self.sessions: dict[Key, _Session] = {}
         self._marks = asyncio.Semaphore(MARK_CONCURRENCY)
-
-    # -- events ---------------------------------------------------------------
+        self._deletes = asyncio.Semaphore(MARK_CONCURRENCY)
 
     async def observe(self, event_type: str | None, body: Body) -> None:
         """Handle one watch event of an ImageSession."""
@@ -112,6 +123,8 @@ class SessionTracker:
         key = (meta["namespace"], meta["name"])
         state = self.sessions.get(key)
         if state is None or state.ref.uid != meta["uid"]:
+            if state is not None:  # replaced under the same name without a DELETED seen
+                _stop(state)
             state = self._load(body)
             self.sessions[key] = state
             for op in self.ctx.index.by_session(*key):
@@ -142,7 +155,10 @@ class SessionTracker:
             created=stats.parse_time(body["metadata"].get("creationTimestamp")),
         )
         loaded = time.monotonic()
-        state.inherited = dict.fromkeys(status.recorded, loaded)
+        state.inherited = dict.fromkeys(status.recorded or [], loaded)
+        if state.inherited:
+            log.info("session %s/%s: %d counted operation(s) may still lack their annotation",
+                     *state.key, len(state.inherited))
         return state
 
     def _consider(self, state: _Session, event_type: str | None, body: Body) -> None:
@@ -170,8 +186,6 @@ class SessionTracker:
                 if pending is not None:
                     pending.gone = True
 
-    # -- writing --------------------------------------------------------------
-
     def _schedule(self, state: _Session) -> None:
         """Flush soon (at most every FLUSH_INTERVAL), unless a flush is already due."""
         if state.deleted or (state.flush_task is not None and not state.flush_task.done()):
@@ -192,7 +206,7 @@ class SessionTracker:
             state.flush_task = None
             return
         state.flush_task = None
-        if state.dirty or state.queue or state.unmarked:
+        if state.dirty or state.queue:
             self._schedule(state)
 
     async def _flush(self, state: _Session) -> None:
@@ -210,17 +224,19 @@ class SessionTracker:
             self._refresh(state)
             if not await self._write(state):
                 return
-            await self._write_marks(state)
+            # Every count folded so far is stored now: its operation may be annotated.
+            state.persisted.update(state.unmarked)
+        if state.persisted and (state.mark_task is None or state.mark_task.done()):
+            state.mark_task = asyncio.create_task(self._write_marks(state))
 
     def _refresh(self, state: _Session) -> None:
         """Recompute jobs, phase and expiry from the session's live operations."""
         active = [op for op in self.ctx.index.by_session(*state.key) if stats.is_active(op)]
         latest = max((t for t in map(stats.activity_time, active) if t), default=None)
-        stats.refresh(
-            state.status, state.spec, generation=state.generation, active=len(active),
-            latest_activity=latest, created=state.created, now=_now(),
-        )
-        state.status.recorded = [*state.inherited, *state.unmarked][-MAX_RECORDED:]
+        stats.refresh(state.status, state.spec, generation=state.generation, active=len(active),
+                      uncounted=len(state.queue), latest_activity=latest, created=state.created,
+                      now=_now())
+        state.status.recorded = [*state.inherited, *state.unmarked][-MAX_RECORDED:] or None
 
     async def _write(self, state: _Session) -> bool:
         """Write the in-memory status if it changed; False when the session is gone."""
@@ -233,41 +249,43 @@ class SessionTracker:
         return True
 
     async def _write_marks(self, state: _Session) -> None:
-        """Annotate operations whose counts the last write persisted."""
-        marks = list(state.unmarked.items())
-
-        async def annotate(key: str, mark: _Mark) -> None:
-            if not mark.gone:
-                patch = {"metadata": {"annotations": {
-                    stats.RECORDED_ANNOTATION: str(mark.generation)}}}
-                async with self._marks:
-                    try:
-                        await self.kube.patch_object(mark.ref, patch)
-                    except Exception as exc:  # retried with the next flush
-                        log.warning("could not mark %s/%s: %s",
-                                    mark.ref.namespace, mark.ref.name, exc)
-                        return
-            state.unmarked.pop(key, None)
-
-        await asyncio.gather(*(annotate(k, m) for k, m in marks))
-        if marks:
+        """Annotate operations whose counts are stored, beside the flushes (not holding
+        counting up); status.recorded covers the operations not annotated yet."""
+        while not state.deleted:
+            state.persisted.intersection_update(state.unmarked)
+            marks = [(k, state.unmarked[k]) for k in state.persisted]
+            if not marks:
+                return
+            done = await asyncio.gather(*(self._annotate(state, k, m) for k, m in marks))
             state.dirty = True  # status.recorded shrinks with the next write
+            self._schedule(state)
+            if not all(done):
+                return  # the next flush tries again
 
-    # -- expiry and clean-up --------------------------------------------------
+    async def _annotate(self, state: _Session, key: str, mark: _Mark) -> bool:
+        """Write one operation's recorded-generation annotation (nothing if it is gone)."""
+        if not mark.gone:
+            patch = {"metadata": {"annotations": {
+                stats.RECORDED_ANNOTATION: str(mark.generation)}}}
+            async with self._marks:
+                try:
+                    await self.kube.patch_object(mark.ref, patch)
+                except Exception as exc:
+                    log.warning("could not mark %s/%s: %s", mark.ref.namespace, mark.ref.name, exc)
+                    return False
+        state.unmarked.pop(key, None)
+        state.persisted.discard(key)
+        return True
 
     async def run_sweeper(self) -> None:
         """Every sweep_interval: expire idle sessions, clean up expired ones, retry writes."""
         while True:
             await asyncio.sleep(self.ctx.sweep_interval)
-            await self.sweep()
-
-    async def sweep(self) -> None:
-        """One pass of the sweeper over every known session."""
-        for state in list(self.sessions.values()):
-            try:
-                await self._sweep_one(state)
-            except Exception:
-                log.exception("sweeping session %s/%s failed", *state.key)
+            for state in list(self.sessions.values()):
+                try:
+                    await self._sweep_one(state)
+                except Exception:
+                    log.exception("sweeping session %s/%s failed", *state.key)
 
     async def _sweep_one(self, state: _Session) -> None:
         if state.deleted:
@@ -292,10 +310,12 @@ class SessionTracker:
                 return  # count everything first; the next sweep expires it
             if not stats.expiry_due(state.status, _now()) or await self._workflows_busy(state):
                 return
-            archived = None
-            if state.spec.preserve_logs:
-                archived = await self._archive(state, "Expired")
-            stats.mark_expired(state.status, state.generation, _now(), archived)
+            archived = stats.archive_name(state.ref.name) if state.spec.preserve_logs else None
+            expired = state.status.model_copy(deep=True)
+            stats.mark_expired(expired, state.generation, _now(), archived)
+            if archived:  # before anything is deleted: a failure here leaves all as it was
+                await self._archive(state, expired, "Expired")
+            state.status = expired
             if not await self._write(state):
                 return
         where = f"; history archived to ConfigMap {archived}" if archived else ""
@@ -306,10 +326,8 @@ class SessionTracker:
 
     async def _workflows_busy(self, state: _Session) -> bool:
         """Whether a workflow of the session still runs (between steps it has no operation)."""
-        return any(
-            (wf.get("status") or {}).get("phase") not in TERMINAL_WORKFLOW
-            for wf in await self._workflows(state)
-        )
+        workflows = await self._workflows(state)
+        return any((wf.get("status") or {}).get("phase") in BUSY_WORKFLOW for wf in workflows)
 
     async def _workflows(self, state: _Session) -> list[dict[str, Any]]:
         items = await self.kube.call(
@@ -317,11 +335,11 @@ class SessionTracker:
         return [wf for wf in items
                 if ((wf.get("spec") or {}).get("sessionRef") or {}).get("name") == state.ref.name]
 
-    async def _archive(self, state: _Session, reason: str) -> str:
-        """Write the session's history to its ConfigMap; returns the ConfigMap's name."""
+    async def _archive(self, state: _Session, status: ImageSessionStatus, reason: str) -> str:
+        """Write ``status`` as the session's history to its ConfigMap; returns its name."""
         name = stats.archive_name(state.ref.name)
         doc = stats.build_archive(state.ref.namespace, state.ref.name, state.ref.uid,
-                                  state.spec, state.status, reason, _now())
+                                  state.spec, status, reason, _now())
         labels = {SESSION_LABEL: state.ref.name} if len(state.ref.name) <= 63 else {}
         await self.kube.call(self.kube.sync.apply_configmap, state.ref.namespace, name,
                              {stats.ARCHIVE_KEY: json.dumps(doc, indent=1)}, labels)
@@ -329,18 +347,31 @@ class SessionTracker:
 
     async def _cleanup(self, state: _Session) -> None:
         """Delete the session's operations (from the index) and, once, its workflows."""
-        ns = state.ref.namespace
+        doomed: list[tuple[str, str, str | None]] = []
         for op in self.ctx.index.by_session(*state.key):
             meta = op["metadata"]
-            if meta["uid"] in state.deleting or meta.get("deletionTimestamp"):
-                continue
-            state.deleting.add(meta["uid"])
-            await self.kube.call(self.kube.sync.delete_custom, ns, OP_PLURAL, meta["name"])
+            if meta["uid"] not in state.deleting and not meta.get("deletionTimestamp"):
+                state.deleting.add(meta["uid"])
+                doomed.append((OP_PLURAL, str(meta["name"]), str(meta["uid"])))
         if not state.workflows_cleaned:
-            for wf in await self._workflows(state):
-                await self.kube.call(self.kube.sync.delete_custom, ns, WORKFLOW_PLURAL,
-                                     wf["metadata"]["name"])
+            doomed += [(WORKFLOW_PLURAL, wf["metadata"]["name"], None)
+                       for wf in await self._workflows(state)]
             state.workflows_cleaned = True
+        await asyncio.gather(*(self._delete(state, *item) for item in doomed))
+        if doomed:
+            log.info("session %s/%s: deleting %d object(s)", *state.key, len(doomed))
+
+    async def _delete(self, state: _Session, plural: str, name: str, uid: str | None) -> None:
+        async with self._deletes:
+            try:
+                await self.kube.call(
+                    self.kube.sync.delete_custom, state.ref.namespace, plural, name)
+            except Exception as exc:  # an expired session's next sweep tries again
+                log.warning("could not delete %s %s/%s: %s", plural, state.ref.namespace, name, exc)
+                if uid is None:
+                    state.workflows_cleaned = False
+                else:
+                    state.deleting.discard(uid)
 
     async def _on_deleted(self, body: Body) -> None:
         """A session was deleted: archive from its last body, then clean up."""
@@ -355,14 +386,12 @@ class SessionTracker:
             del self.sessions[key]
         state.spec = stats.load_spec(body.get("spec"))
         async with state.lock:
-            state.deleted = True
-            if state.flush_task is not None:
-                state.flush_task.cancel()
+            _stop(state)
             for item, _mark in state.queue.values():
                 stats.fold(state.status, item, state.spec.history_limit)
             state.queue.clear()
             if state.spec.preserve_logs and not state.status.archived_to:
                 self._refresh(state)
-                name = await self._archive(state, "Deleted")
+                name = await self._archive(state, state.status, "Deleted")
                 log.info("session %s/%s deleted; history archived to %s", *key, name)
         await self._cleanup(state)

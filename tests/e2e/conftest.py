@@ -117,3 +117,12 @@ def kubectl(kube: client.ApiClient) -> Kubectl:
         )
 
     return run
+
+
+@pytest.fixture
+def other_namespace(kube: client.ApiClient) -> Iterator[str]:
+    """A second namespace for one test (e.g. one a chart does not watch)."""
+    from tests.e2e.chart_helpers import extra_namespace
+
+    with extra_namespace(kube) as name:
+        yield name

@@ -23,7 +23,6 @@ from tests.e2e.chart_helpers import (
     REPO,
     Obj,
     dump,
-    extra_namespace,
     helm,
     helm_binary,
     kubectl,
@@ -34,12 +33,6 @@ from tests.e2e.conftest import missing
 
 pytestmark = pytest.mark.e2e
 
-
-@pytest.fixture
-def other_namespace(kube: client.ApiClient) -> Iterator[str]:
-    """A second namespace for one test."""
-    with extra_namespace(kube) as name:
-        yield name
 
 
 # ---- lint, CRDs, values -----------------------------------------------------------------

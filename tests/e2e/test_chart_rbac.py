@@ -22,7 +22,6 @@ from kubernetes import client
 
 from tests.e2e.chart_helpers import (
     dump,
-    extra_namespace,
     kubectl,
     make_namespace,
     release_name,
@@ -33,12 +32,6 @@ from tests.testbed import Testbed
 
 pytestmark = pytest.mark.e2e
 
-
-@pytest.fixture
-def other_namespace(kube: client.ApiClient) -> Iterator[str]:
-    """A namespace the chart does not watch (with watchNamespaces)."""
-    with extra_namespace(kube) as name:
-        yield name
 
 RBAC_KINDS = {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"}
 IMGOP, WF, SESS = ("imageoperations.imageops.dev", "workflows.imageops.dev",

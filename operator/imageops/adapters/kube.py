@@ -50,6 +50,16 @@ class ObjectRef:
         )
 
 
+def unless_gone(call: Callable[[], T]) -> T | None:
+    """Run one API call; None when the object it names does not exist (404)."""
+    try:
+        return call()
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
+
+
 def load_api_client() -> client.ApiClient:
     """An API client from the in-cluster service account, else from KUBECONFIG."""
     try:
@@ -71,12 +81,9 @@ class Kube:
 
     def get_secret(self, namespace: str, name: str) -> tuple[str | None, dict[str, str]] | None:
         """A Secret's type and base64 data, or None when it does not exist."""
-        try:
-            secret = self.core.read_namespaced_secret(name, namespace)
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise
+        secret = unless_gone(lambda: self.core.read_namespaced_secret(name, namespace))
+        if secret is None:
+            return None
         # The client hands .data over still base64-encoded, as str.
         data = {
             k: v.decode() if isinstance(v, bytes) else v for k, v in (secret.data or {}).items()
@@ -85,8 +92,8 @@ class Kube:
 
     def patch_status(self, ref: ObjectRef, patch: dict[str, Any]) -> bool:
         """Merge-patch the status subresource; False when the object is gone."""
-        try:
-            self.custom.patch_namespaced_custom_object_status(
+        done = unless_gone(
+            lambda: self.custom.patch_namespaced_custom_object_status(
                 GROUP,
                 VERSION,
                 ref.namespace,
@@ -95,16 +102,13 @@ class Kube:
                 {"status": patch},
                 _content_type=MERGE_PATCH,
             )
-        except ApiException as exc:
-            if exc.status == 404:
-                return False
-            raise
-        return True
+        )
+        return done is not None
 
     def patch_object(self, ref: ObjectRef, patch: dict[str, Any]) -> bool:
         """Merge-patch the object itself (spec or metadata); False when it is gone."""
-        try:
-            self.custom.patch_namespaced_custom_object(
+        done = unless_gone(
+            lambda: self.custom.patch_namespaced_custom_object(
                 GROUP,
                 VERSION,
                 ref.namespace,
@@ -113,21 +117,17 @@ class Kube:
                 patch,
                 _content_type=MERGE_PATCH,
             )
-        except ApiException as exc:
-            if exc.status == 404:
-                return False
-            raise
-        return True
+        )
+        return done is not None
 
     def get_custom(self, namespace: str, plural: str, name: str) -> dict[str, Any] | None:
         """One custom object of this API group, or None."""
-        try:
-            obj = self.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, plural, name)
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise
-        return cast(dict[str, Any], obj)
+        obj = unless_gone(
+            lambda: self.custom.get_namespaced_custom_object(
+                GROUP, VERSION, namespace, plural, name
+            )
+        )
+        return None if obj is None else cast(dict[str, Any], obj)
 
     def list_custom(
         self, namespace: str | None, plural: str, label_selector: str = ""
@@ -159,15 +159,12 @@ class Kube:
 
     def delete_custom(self, namespace: str, plural: str, name: str) -> bool:
         """Delete a custom object (background propagation); False when it was gone."""
-        try:
-            self.custom.delete_namespaced_custom_object(
+        done = unless_gone(
+            lambda: self.custom.delete_namespaced_custom_object(
                 GROUP, VERSION, namespace, plural, name, propagation_policy="Background"
             )
-        except ApiException as exc:
-            if exc.status == 404:
-                return False
-            raise
-        return True
+        )
+        return done is not None
 
     def apply_configmap(
         self, namespace: str, name: str, data: dict[str, str], labels: dict[str, str] | None = None

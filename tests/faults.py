@@ -1,10 +1,10 @@
 """Fault injectors: fakes for conditions the real parts cannot be made to produce.
 
-``ThrottledProxy`` is a TCP proxy in front of a real registry that slows every
-transfer down to a set rate, so that a pull is reliably still running when a
-test kills the agent or deletes the operation. It also counts the open
-connections, so a test can see that an aborted pull really stopped talking
-to the registry.
+``FakeSlowLink`` is a TCP link in front of a real registry that slows every
+transfer down, so that a pull is reliably still running when a test kills the
+agent, deletes the operation or cancels the call; it counts the bytes it
+carried and its open connections, so a test can see an aborted transfer stop.
+``FakeStalledRegistry`` accepts connections and never answers (a hung registry).
 """
 
 from __future__ import annotations
@@ -13,64 +13,98 @@ import contextlib
 import socket
 import threading
 import time
+from typing import Self
 
 
-class ThrottledProxy:
-    """Forwards 127.0.0.1:<port> to ``upstream`` at ``rate`` bytes per second per connection."""
+class _Listener:
+    """A loopback TCP listener whose connections are handled on daemon threads."""
 
-    def __init__(self, upstream: str, rate: int = 256 * 1024, port: int = 0) -> None:
-        host, _, upstream_port = upstream.partition(":")
-        self.upstream = (host, int(upstream_port))
-        self.rate = rate
+    def __init__(self, port: int = 0) -> None:
         self._server = socket.create_server(("127.0.0.1", port))
-        self.port = self._server.getsockname()[1]
+        self.address = f"127.0.0.1:{self._server.getsockname()[1]}"
+        self._sockets: list[socket.socket] = []
         self._lock = threading.Lock()
-        self.active = 0
-        self.bytes_down = 0
         self._closed = False
         threading.Thread(target=self._accept, daemon=True).start()
 
-    @property
-    def address(self) -> str:
-        """host:port of the proxy (use it as the registry name)."""
-        return f"127.0.0.1:{self.port}"
-
     def _accept(self) -> None:
-        while not self._closed:
+        while True:
             try:
                 client, _ = self._server.accept()
             except OSError:
                 return
-            upstream = socket.create_connection(self.upstream)
-            with self._lock:
-                self.active += 1
-            threading.Thread(target=self._pump, args=(client, upstream, False), daemon=True).start()
-            threading.Thread(target=self._pump, args=(upstream, client, True), daemon=True).start()
+            self._keep(client)
+            threading.Thread(target=self.handle, args=(client,), daemon=True).start()
 
-    def _pump(self, src: socket.socket, dst: socket.socket, throttle: bool) -> None:
-        try:
-            while True:
-                data = src.recv(16 * 1024)
-                if not data:
-                    break
-                dst.sendall(data)
-                if throttle:
-                    with self._lock:
-                        self.bytes_down += len(data)
-                    time.sleep(len(data) / self.rate)
-        except OSError:
-            pass
-        finally:
-            for sock in (src, dst):
-                with contextlib.suppress(OSError):
-                    sock.shutdown(socket.SHUT_RDWR)
-            if throttle:
-                with self._lock:
-                    self.active -= 1
-                src.close()
-                dst.close()
+    def _keep(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._sockets.append(sock)
+
+    def handle(self, client: socket.socket) -> None:
+        """Serve one connection (subclasses)."""
+        raise NotImplementedError
 
     def close(self) -> None:
-        """Stop accepting; open connections end when their peers close."""
+        """Stop listening and drop every connection."""
         self._closed = True
         self._server.close()
+        with self._lock:
+            for sock in self._sockets:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+                sock.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class FakeStalledRegistry(_Listener):
+    """Accepts connections and reads requests but never answers: a hung registry."""
+
+    def handle(self, client: socket.socket) -> None:
+        """Swallow whatever arrives until the peer or the fake closes."""
+        with contextlib.suppress(OSError):
+            while client.recv(65536):
+                pass
+
+
+class FakeSlowLink(_Listener):
+    """A TCP link to a real registry carrying at most ``rate`` bytes/s each way."""
+
+    def __init__(self, upstream: str, rate: int, port: int = 0) -> None:
+        self._upstream = upstream
+        self._rate = rate
+        self.bytes_down = 0  # registry -> client, to see a cancelled transfer stop
+        self.active = 0  # open client connections, to see an aborted pull hang up
+        super().__init__(port)
+
+    def handle(self, client: socket.socket) -> None:
+        """Connect upstream and pump both directions with throttling."""
+        host, _, port = self._upstream.rpartition(":")
+        try:
+            server = socket.create_connection((host, int(port)))
+        except OSError:
+            client.close()
+            return
+        self._keep(server)
+        with self._lock:
+            self.active += 1
+        threading.Thread(target=self._pump, args=(server, client, True), daemon=True).start()
+        self._pump(client, server, False)
+        with self._lock:
+            self.active -= 1
+
+    def _pump(self, source: socket.socket, sink: socket.socket, down: bool) -> None:
+        chunk = max(1, self._rate // 20)
+        with contextlib.suppress(OSError):
+            while data := source.recv(chunk):
+                sink.sendall(data)
+                if down:
+                    with self._lock:
+                        self.bytes_down += len(data)
+                time.sleep(len(data) / self._rate)
+        with contextlib.suppress(OSError):
+            sink.shutdown(socket.SHUT_WR)

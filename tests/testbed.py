@@ -10,6 +10,7 @@ import base64
 import io
 import json
 import os
+import socket
 import subprocess
 import tarfile
 import urllib.request
@@ -26,6 +27,13 @@ MANIFEST_TYPES = ", ".join(
         "application/vnd.oci.image.index.v1+json",
     ]
 )
+
+
+def free_port() -> int:
+    """A loopback TCP port nothing listens on (bound, then released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def require(names: list[str]) -> dict[str, str]:

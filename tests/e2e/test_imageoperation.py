@@ -17,7 +17,7 @@ from tests.e2e.harness import (
     running_operator,
     wait_until,
 )
-from tests.faults import ThrottledProxy
+from tests.faults import FakeSlowLink
 from tests.testbed import Testbed
 
 pytestmark = pytest.mark.e2e
@@ -260,7 +260,7 @@ def test_registry_down_then_up_ends_succeeded(
     )
     assert status == "RegistryUnavailable"
     assert ops.status("flaky")["phase"] == "Running"
-    proxy = ThrottledProxy(testbed.registry, rate=50 * 1024 * 1024, port=proxy_port)
+    proxy = FakeSlowLink(testbed.registry, rate=50 * 1024 * 1024, port=proxy_port)
     try:
         final = ops.wait_phase("flaky", timeout=90)
     finally:

@@ -1,6 +1,6 @@
 """Agent restarts, deletions mid-transfer and the command-line backend, end to end.
 
-A ThrottledProxy (tests/faults.py) slows the registry down so that a pull is
+A FakeSlowLink (tests/faults.py) slows the registry down so that a pull is
 reliably still running when the test acts; the registry and daemon are real.
 """
 
@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.harness import OperatorProcess, Ops, running_operator, wait_until
-from tests.faults import ThrottledProxy
+from tests.faults import FakeSlowLink
 from tests.testbed import Testbed
 
 pytestmark = pytest.mark.e2e
@@ -20,18 +20,18 @@ BIG = 24 * 1024 * 1024  # random bytes: compresses to about the same size
 
 
 @pytest.fixture
-def slow_image(testbed: Testbed) -> Iterator[tuple[str, ThrottledProxy]]:
+def slow_image(testbed: Testbed) -> Iterator[tuple[str, FakeSlowLink]]:
     """A 24 MB image in the open registry, reachable through a 4 MB/s proxy."""
     ref = testbed.make_image(testbed.unique(), size_bytes=BIG)
     testbed.push_open(ref)
     testbed.rmi(ref)
-    proxy = ThrottledProxy(testbed.registry, rate=4 * 1024 * 1024)
+    proxy = FakeSlowLink(testbed.registry, rate=4 * 1024 * 1024)
     yield f"{proxy.address}/{ref.split('/', 1)[1]}", proxy
     proxy.close()
 
 
 def test_agent_killed_mid_pull_resumes(
-    ops: Ops, testbed: Testbed, log_dir: Path, slow_image: tuple[str, ThrottledProxy]
+    ops: Ops, testbed: Testbed, log_dir: Path, slow_image: tuple[str, FakeSlowLink]
 ) -> None:
     via, proxy = slow_image
     node = "e2e-restart"
@@ -52,7 +52,7 @@ def test_agent_killed_mid_pull_resumes(
 
 
 def test_deleting_a_running_pull_stops_it(
-    operator: OperatorProcess, ops: Ops, testbed: Testbed, slow_image: tuple[str, ThrottledProxy]
+    operator: OperatorProcess, ops: Ops, testbed: Testbed, slow_image: tuple[str, FakeSlowLink]
 ) -> None:
     via, proxy = slow_image
     ops.create("doomed", {"action": "Pull", "image": via, "nodeName": operator.node})
@@ -103,7 +103,7 @@ def test_cli_backend_pulls_tags_and_pushes(ops: Ops, testbed: Testbed, log_dir: 
 
 
 def test_concurrent_identical_pulls_share_one_registry_pull(
-    operator: OperatorProcess, ops: Ops, testbed: Testbed, slow_image: tuple[str, ThrottledProxy]
+    operator: OperatorProcess, ops: Ops, testbed: Testbed, slow_image: tuple[str, FakeSlowLink]
 ) -> None:
     via, proxy = slow_image
     names = [f"same-{i}" for i in range(5)]

@@ -19,7 +19,7 @@ from kubernetes.client.exceptions import ApiException
 
 from tests.e2e.fixtures import MAIN_NODE
 from tests.e2e.harness import OperatorProcess, Ops, condition, wait_until
-from tests.faults import ThrottledProxy
+from tests.faults import FakeSlowLink
 from tests.testbed import Testbed
 
 pytestmark = pytest.mark.e2e
@@ -262,7 +262,7 @@ def test_fail_fast_cancels_and_rolls_back_the_moved_tag(
     source = _seeded(testbed)
     big = 8 * 1024 * 1024
     slow = _seeded(testbed, big)
-    proxy = ThrottledProxy(testbed.registry, rate=256 * 1024)
+    proxy = FakeSlowLink(testbed.registry, rate=256 * 1024)
     try:
         wfs.create("release", {
             "nodeName": MAIN_NODE, "onFailure": "Rollback",
@@ -367,7 +367,7 @@ def test_deadline_session_ttl_and_deletion_clean_up(
 ) -> None:
     custom = client.CustomObjectsApi(kube_api)
     slow = _seeded(testbed, 4 * 1024 * 1024)
-    proxy = ThrottledProxy(testbed.registry, rate=64 * 1024)
+    proxy = FakeSlowLink(testbed.registry, rate=64 * 1024)
     via = f"{proxy.address}/{slow.split('/', 1)[1]}"
     try:
         wfs.create("deadline", {

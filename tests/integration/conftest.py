@@ -21,12 +21,11 @@ import os
 import socket
 import tarfile
 import threading
-import time
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Self
+from typing import Any
 
 import docker
 import pytest
@@ -34,7 +33,7 @@ import pytest
 from imageops.models.common import ErrorReason
 from imageops.services.backend import CancelToken, ImageBackend, RegistryAuth, TransferProgress
 from imageops.services.errors import OperationError
-from tests.testbed import Testbed
+from tests.testbed import Testbed, free_port  # noqa: F401 - re-exported to the tests
 
 
 @pytest.fixture(scope="session")
@@ -95,13 +94,6 @@ def push(backend: ImageBackend, ref: str, **kwargs: Any) -> Any:
     options: dict[str, Any] = {"auth": None, "on_progress": no_progress, "cancel": CancelToken()}
     options.update(kwargs)
     return backend.push(ref, **options)
-
-
-def free_port() -> int:
-    """A loopback TCP port nothing listens on (bound, then released)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def rootfs_tar(size: int) -> bytes:
@@ -242,95 +234,6 @@ def images(docker_api: Any) -> Iterator[Images]:
     factory = Images(docker_api)
     yield factory
     factory.cleanup()
-
-
-class _Listener:
-    """A loopback TCP listener whose connections are handled on daemon threads."""
-
-    def __init__(self) -> None:
-        self._server = socket.create_server(("127.0.0.1", 0))
-        self.address = f"127.0.0.1:{self._server.getsockname()[1]}"
-        self._sockets: list[socket.socket] = []
-        self._lock = threading.Lock()
-        self._closed = False
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self._server.accept()
-            except OSError:
-                return
-            self._keep(client)
-            threading.Thread(target=self.handle, args=(client,), daemon=True).start()
-
-    def _keep(self, sock: socket.socket) -> None:
-        with self._lock:
-            self._sockets.append(sock)
-
-    def handle(self, client: socket.socket) -> None:
-        """Serve one connection (subclasses)."""
-        raise NotImplementedError
-
-    def close(self) -> None:
-        """Stop listening and drop every connection."""
-        self._closed = True
-        self._server.close()
-        with self._lock:
-            for sock in self._sockets:
-                with contextlib.suppress(OSError):
-                    sock.shutdown(socket.SHUT_RDWR)
-                sock.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-class FakeStalledRegistry(_Listener):
-    """Accepts connections and reads requests but never answers: a hung registry."""
-
-    def handle(self, client: socket.socket) -> None:
-        """Swallow whatever arrives until the peer or the fake closes."""
-        with contextlib.suppress(OSError):
-            while client.recv(65536):
-                pass
-
-
-class FakeSlowLink(_Listener):
-    """A TCP link to a real registry carrying at most ``rate`` bytes/s each way."""
-
-    def __init__(self, upstream: str, rate: int) -> None:
-        self._upstream = upstream
-        self._rate = rate
-        self.bytes_down = 0  # registry -> client, to see a cancelled transfer stop
-        super().__init__()
-
-    def handle(self, client: socket.socket) -> None:
-        """Connect upstream and pump both directions with throttling."""
-        host, _, port = self._upstream.rpartition(":")
-        try:
-            server = socket.create_connection((host, int(port)))
-        except OSError:
-            client.close()
-            return
-        self._keep(server)
-        threading.Thread(target=self._pump, args=(server, client, True), daemon=True).start()
-        self._pump(client, server, False)
-
-    def _pump(self, source: socket.socket, sink: socket.socket, down: bool) -> None:
-        chunk = max(1, self._rate // 20)
-        with contextlib.suppress(OSError):
-            while data := source.recv(chunk):
-                sink.sendall(data)
-                if down:
-                    with self._lock:
-                        self.bytes_down += len(data)
-                time.sleep(len(data) / self._rate)
-        with contextlib.suppress(OSError):
-            sink.shutdown(socket.SHUT_WR)
 
 
 class FakeDaemonLink:

@@ -22,10 +22,9 @@ from imageops.services.backend import (
     TransferProgress,
 )
 from imageops.services.errors import OperationError
+from tests.faults import FakeSlowLink, FakeStalledRegistry
 from tests.integration.conftest import (
     FakeDaemonLink,
-    FakeSlowLink,
-    FakeStalledRegistry,
     Images,
     MiB,
     free_port,

@@ -150,7 +150,7 @@ class Testbed:
             req.add_header("Authorization", f"Basic {token}")
         try:
             with urllib.request.urlopen(req, timeout=10) as resp:
-                return resp.headers.get("Docker-Content-Digest")
+                return str(resp.headers.get("Docker-Content-Digest") or "") or None
         except urllib.error.HTTPError as err:
             if err.code == 404:
                 return None

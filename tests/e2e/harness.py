@@ -152,14 +152,14 @@ class Ops:
             "metadata": {"name": name, "labels": labels or {}},
             "spec": spec,
         }
-        return self.custom.create_namespaced_custom_object(  # type: ignore[no-any-return]
+        return self.custom.create_namespaced_custom_object(  # type: ignore[return-value]
             GROUP, VERSION, self.namespace, PLURAL, body
         )
 
     def get(self, name: str) -> Obj | None:
         """The object, or None once it is gone."""
         try:
-            return self.custom.get_namespaced_custom_object(  # type: ignore[no-any-return]
+            return self.custom.get_namespaced_custom_object(  # type: ignore[return-value]
                 GROUP, VERSION, self.namespace, PLURAL, name
             )
         except ApiException as exc:
@@ -169,7 +169,7 @@ class Ops:
 
     def patch_spec(self, name: str, spec: Obj) -> Obj:
         """Merge-patch the spec (a new generation)."""
-        return self.custom.patch_namespaced_custom_object(  # type: ignore[no-any-return]
+        return self.custom.patch_namespaced_custom_object(  # type: ignore[return-value]
             GROUP,
             VERSION,
             self.namespace,

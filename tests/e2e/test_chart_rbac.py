@@ -195,7 +195,9 @@ def _kubeconfig(install: Install, role: str, path: Path) -> Path:
 
 
 def _forbidden(log: str) -> list[str]:
-    return [line for line in log.splitlines() if "403" in line or "orbidden" in line]
+    # kopf and the Kubernetes client both name a 403 "Forbidden" (a bare "403" would also
+    # match log timestamps such as 03:18:22,403).
+    return [line for line in log.splitlines() if "forbidden" in line.lower()]
 
 
 def _start(role: str, install: Install, node: str, tmp_path: Path,

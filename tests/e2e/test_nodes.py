@@ -73,3 +73,26 @@ def test_no_matching_node_does_not_wait_for_ever(
         "NodeUnavailable",
     )
     assert status["lastError"]["reason"] == "NodeUnavailable"
+
+
+def test_an_agent_receives_only_its_own_nodes_events(
+    operator: OperatorProcess, ops: Ops, testbed: Testbed, log_dir: Path
+) -> None:
+    """The API server filters the agent's watch by spec.nodeName (a CRD selectable field)."""
+    node = "e2e-filtered"
+    ref = testbed.make_image(testbed.unique())
+    agent = OperatorProcess(node, "--role", "agent", log_dir=log_dir).start()
+    try:
+        for i in range(3):
+            ops.create(f"mine-{i}", {"action": "Tag", "image": ref, "target": testbed.unique(),
+                                     "nodeName": node})
+        for i in range(5):
+            ops.create(f"other-{i}", {"action": "Tag", "image": ref, "target": testbed.unique(),
+                                      "nodeName": operator.node})
+        for name in [f"mine-{i}" for i in range(3)] + [f"other-{i}" for i in range(5)]:
+            assert ops.wait_phase(name)["phase"] == "Succeeded"
+        samples = agent.metrics()
+    finally:
+        agent.stop()
+    assert samples['imageops_watch_events_total{resource="imageoperations",role="agent"}'] >= 3
+    assert samples["imageops_foreign_events_total"] == 0

@@ -35,6 +35,17 @@ RETRIES = Counter(
     "imageops_retries_total", "Retries after retryable failures.", ["action", "reason"]
 )
 ERRORS = Counter("imageops_errors_total", "Failed attempts by error reason.", ["reason"])
+WATCH_EVENTS = Counter(
+    "imageops_watch_events_total",
+    "Watch events received from the API server, by resource and role (the agent's are "
+    "filtered server-side to its node).",
+    ["resource", "role"],
+)
+FOREIGN_EVENTS = Counter(
+    "imageops_foreign_events_total",
+    "Events an agent received for another node's operation (0 while the API server "
+    "filters the watch by spec.nodeName); such operations are ignored.",
+)
 SHARED_PULLS = Counter(
     "imageops_shared_pulls_total", "Pulls that joined an identical pull already under way."
 )

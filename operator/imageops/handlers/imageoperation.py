@@ -10,6 +10,7 @@ from typing import Any
 
 import kopf
 
+from imageops.adapters import metrics
 from imageops.models.base import GROUP, VERSION
 from imageops.models.imageoperation import PLURAL
 from imageops.workers.agent import Agent
@@ -21,6 +22,7 @@ def register_agent(registry: kopf.OperatorRegistry, agent: Agent) -> None:
 
     @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry)
     async def imageoperation_event(event: kopf.RawEvent, **_: Any) -> None:
+        metrics.WATCH_EVENTS.labels(PLURAL, "agent").inc()
         await agent.observe(event.get("type"), event["object"])
 
 
@@ -29,4 +31,5 @@ def register_controller(registry: kopf.OperatorRegistry, index: OperationIndex) 
 
     @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry)
     async def imageoperation_index(event: kopf.RawEvent, **_: Any) -> None:
+        metrics.WATCH_EVENTS.labels(PLURAL, "controller").inc()
         await index.observe(event.get("type"), event["object"])

@@ -77,6 +77,10 @@ class Agent:
         """Handle one watch event of an ImageOperation addressed to this node."""
         meta = body["metadata"]
         uid = meta["uid"]
+        if (body.get("spec") or {}).get("nodeName") != self.config.node_name:
+            # The API server should never send these; never run another node's work.
+            metrics.FOREIGN_EVENTS.inc()
+            return
         if event_type == "DELETED" or meta.get("deletionTimestamp"):
             self._cancel(uid)
             return

@@ -13,7 +13,7 @@ help: ## list the targets
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e '.[dev,bench]'
 	touch $@
 
 venv: $(VENV)/.installed ## create .venv with the package and dev tools
@@ -46,6 +46,9 @@ test: venv ## lint, bring the test bed up, run every test, bring it down
 
 demo: venv ## test bed up, operator running, examples applied and their statuses shown
 	bash hack/demo.sh
+
+bench: venv ## benchmarks against the docker CLI: bench/results.md, bench/*.png
+	bash bench/run.sh
 
 testenv-up: ## bring the test bed up (see hack/testenv.sh)
 	bash hack/testenv.sh up

@@ -14,7 +14,7 @@ import contextlib
 import functools
 import logging
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -50,6 +50,19 @@ class AgentConfig:
     progress_interval: float = 2.0
     backoff_base: float = 2.0
     backoff_cap: float = 60.0
+    # How long the first (Running) status write waits: an operation that finishes
+    # sooner (a cache hit, a tag) writes one status instead of two.
+    start_grace: float = 0.5
+
+
+@dataclass
+class _Start:
+    """The first status write of a run, held back for AgentConfig.start_grace."""
+
+    patch: Callable[[], dict[str, Any]]  # computed when written: phase and conditions then
+    event: tuple[str, str]  # reason, message of the Started/Resumed Event
+    task: asyncio.Task[None] | None = None
+    sent: bool = False
 
 
 @dataclass
@@ -72,6 +85,8 @@ class Agent:
         self.kube = kube
         self.running: dict[str, _Running] = {}
         self.flights: Flights[OperationResult] = Flights()
+        # Best-effort work (Events) kept off the operations' critical path.
+        self._background: set[asyncio.Task[None]] = set()
 
     async def observe(self, event_type: str | None, body: Mapping[str, Any]) -> None:
         """Handle one watch event of an ImageOperation addressed to this node."""
@@ -112,6 +127,17 @@ class Agent:
         if not task.cancelled() and task.exception():
             log.error("operation task failed", exc_info=task.exception())
 
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Run best-effort work (posting an Event) without making the operation wait for it."""
+        task = asyncio.create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background_done)
+
+    def _background_done(self, task: asyncio.Task[None]) -> None:
+        self._background.discard(task)
+        if not task.cancelled() and task.exception():
+            log.warning("posting an event failed: %s", task.exception())
+
     def _cancel(self, uid: str) -> None:
         current = self.running.pop(uid, None)
         if current:
@@ -146,18 +172,22 @@ class Agent:
         run = self._run_state(generation, resume)
         action = str(spec.action)
         metrics.IN_FLIGHT.labels(action).inc()
+        # The first status write runs while the work starts (after a short grace); every
+        # later status write comes after it, so the API server sees Running before the result.
+        start = self._begin(ref, spec, run, resumed=resume is not None)
         try:
-            await self._announce(ref, spec, run, resumed=resume is not None)
             if resume and resume.next_retry_time:
                 await _sleep_until(resume.next_retry_time)
             effective = await self._effective(ref, spec)
             auth = await self._prepare(ref, effective)
-            result = await self._attempts(ref, effective, run, auth)
+            result = await self._attempts(ref, effective, run, auth, start)
         except OperationError as error:
-            await self._fail(ref, spec, run, error)
+            await self._fail(ref, spec, run, error, start)
         else:
-            await self._succeed(ref, spec, run, result)
+            await self._succeed(ref, spec, run, result, start)
         finally:
+            if start.task is not None and not start.sent:
+                start.task.cancel()
             metrics.IN_FLIGHT.labels(action).dec()
 
     def _run_state(self, generation: int, resume: ImageOperationStatus | None) -> RunState:
@@ -175,11 +205,10 @@ class Agent:
             generation, self.config.node_name, uuid.uuid4().hex[:12], _now(), conditions
         )
 
-    async def _announce(
+    def _begin(
         self, ref: ObjectRef, spec: ImageOperationSpec, run: RunState, resumed: bool
-    ) -> None:
-        """Write the first status of this run and the Started event."""
-        phase = Phase.PENDING if self.executor.busy() else Phase.RUNNING
+    ) -> _Start:
+        """Schedule the first status of this run and the Started event."""
         extra: dict[str, Any] = {} if resumed else lifecycle.clear_result_fields()
         # A bad reference is reported as InvalidReference by _prepare, not here.
         with contextlib.suppress(OperationError):
@@ -187,10 +216,46 @@ class Agent:
                 extra["pullPolicy"] = str(effective_pull_policy(spec))
         verb = "Resumed" if resumed else "Started"
         message = f"{verb} {spec.action} of {spec.image} on {run.node} (job {run.job_id})"
-        await self.kube.patch_status(
-            ref, lifecycle.started_patch(run, phase, message, _now(), **extra)
-        )
-        await self.kube.post_event(ref, "Normal", verb, message)
+
+        def patch() -> dict[str, Any]:
+            phase = Phase.PENDING if self.executor.busy() else Phase.RUNNING
+            return lifecycle.started_patch(run, phase, message, _now(), **extra)
+
+        start = _Start(patch, (verb, message))
+        start.task = asyncio.create_task(self._send_start(ref, start, self.config.start_grace))
+        return start
+
+    async def _send_start(self, ref: ObjectRef, start: _Start, delay: float) -> None:
+        if delay > 0:
+            await asyncio.sleep(delay)
+        # From here on the write is under way: it is awaited, never cancelled.
+        start.sent = True
+        await self.kube.patch_status(ref, start.patch())
+        self._spawn(self.kube.post_event(ref, "Normal", *start.event))
+
+    async def _started(self, ref: ObjectRef, start: _Start) -> None:
+        """Write the first status now if it is still held back; wait until it is written."""
+        if not start.sent:
+            assert start.task is not None
+            start.task.cancel()
+            start.task = asyncio.create_task(self._send_start(ref, start, 0))
+        assert start.task is not None
+        # Shielded: a caller being cancelled must not cancel the write it waits for.
+        await asyncio.shield(start.task)
+
+    async def _final(
+        self, ref: ObjectRef, start: _Start, make: Callable[[], dict[str, Any]]
+    ) -> dict[str, Any]:
+        """The final status patch; merged with the first one when that was never written."""
+        if start.sent:
+            assert start.task is not None
+            await asyncio.shield(start.task)
+            return make()
+        assert start.task is not None
+        start.task.cancel()
+        first = start.patch()  # before make(): both build on run.conditions in this order
+        self._spawn(self.kube.post_event(ref, "Normal", *start.event))
+        return {**first, **make()}
 
     async def _effective(self, ref: ObjectRef, spec: ImageOperationSpec) -> EffectiveSpec:
         """The spec with its session's defaults (read at the start of every run)."""
@@ -240,20 +305,27 @@ class Agent:
             raise
 
     async def _attempts(
-        self, ref: ObjectRef, effective: EffectiveSpec, run: RunState, auth: RegistryAuth | None
+        self,
+        ref: ObjectRef,
+        effective: EffectiveSpec,
+        run: RunState,
+        auth: RegistryAuth | None,
+        start: _Start,
     ) -> OperationResult:
         """Attempts until success, a permanent error or the backoff limit."""
         spec = effective.spec
         while True:
             run.attempts += 1
             if run.attempts > 1 or self.executor.busy():
+                await self._started(ref, start)
                 await self.kube.patch_status(ref, {"attempts": run.attempts, "phase": "Running"})
             try:
-                return await self._attempt(ref, spec, effective.timeout_seconds, auth)
+                return await self._attempt(ref, spec, effective.timeout_seconds, auth, start)
             except OperationError as error:
                 metrics.ERRORS.labels(str(error.reason)).inc()
                 if not should_retry(error.retryable, run.attempts, effective.backoff_limit):
                     raise
+                await self._started(ref, start)
                 await self._wait_retry(ref, spec, run, error)
 
     async def _wait_retry(
@@ -273,11 +345,16 @@ class Agent:
         await asyncio.sleep(delay)
 
     async def _attempt(
-        self, ref: ObjectRef, spec: ImageOperationSpec, timeout: float, auth: RegistryAuth | None
+        self,
+        ref: ObjectRef,
+        spec: ImageOperationSpec,
+        timeout: float,
+        auth: RegistryAuth | None,
+        start: _Start,
     ) -> OperationResult:
         """One attempt, sharing identical concurrent pulls, publishing live progress."""
         buffer = ProgressBuffer()
-        publisher = asyncio.create_task(self._publish_progress(ref, buffer))
+        publisher = asyncio.create_task(self._publish_progress(ref, buffer, start))
         try:
             if spec.action != Action.PULL:
                 return await self.executor.run(spec, auth, timeout, CancelToken(), buffer.update)
@@ -300,19 +377,29 @@ class Agent:
         finally:
             publisher.cancel()
 
-    async def _publish_progress(self, ref: ObjectRef, buffer: ProgressBuffer) -> None:
+    async def _publish_progress(
+        self, ref: ObjectRef, buffer: ProgressBuffer, start: _Start
+    ) -> None:
         """Write status.progress at most every progress_interval seconds while it changes."""
         seen = 0
         while True:
             await asyncio.sleep(self.config.progress_interval)
             progress, seen = buffer.take(seen)
             if progress is not None:
+                await self._started(ref, start)
                 await self.kube.patch_status(ref, {"progress": _progress_wire(progress)})
 
     async def _succeed(
-        self, ref: ObjectRef, spec: ImageOperationSpec, run: RunState, result: OperationResult
+        self,
+        ref: ObjectRef,
+        spec: ImageOperationSpec,
+        run: RunState,
+        result: OperationResult,
+        start: _Start,
     ) -> None:
-        patch = lifecycle.succeeded_patch(run, result, _now())
+        patch = await self._final(
+            ref, start, lambda: lifecycle.succeeded_patch(run, result, _now())
+        )
         what = result.dry_run_result or f"{spec.action} {spec.target or spec.image}"
         message = f"{what}: digest {result.digest or '-'} (attempt {run.attempts})"
         await self._finish(ref, spec, patch, ("Normal", "Succeeded", message))
@@ -322,10 +409,15 @@ class Agent:
             metrics.BYTES.labels(str(spec.action)).inc(result.bytes_transferred)
 
     async def _fail(
-        self, ref: ObjectRef, spec: ImageOperationSpec, run: RunState, error: OperationError
+        self,
+        ref: ObjectRef,
+        spec: ImageOperationSpec,
+        run: RunState,
+        error: OperationError,
+        start: _Start,
     ) -> None:
         run.attempts = max(run.attempts, 1)
-        patch = lifecycle.failed_patch(run, error, _now())
+        patch = await self._final(ref, start, lambda: lifecycle.failed_patch(run, error, _now()))
         message = f"{error.reason}: {error.message} (after {run.attempts} attempt(s))"
         await self._finish(ref, spec, patch, ("Warning", "Failed", message))
 
@@ -338,7 +430,7 @@ class Agent:
     ) -> None:
         """Write the final status, its Event and the operation metrics."""
         await self.kube.patch_status(ref, patch)
-        await self.kube.post_event(ref, *event)
+        self._spawn(self.kube.post_event(ref, *event))
         action = str(spec.action)
         metrics.OPERATIONS.labels(action, patch["phase"].lower()).inc()
         metrics.DURATION.labels(action).observe(patch["durationSeconds"])

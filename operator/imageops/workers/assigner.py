@@ -9,7 +9,6 @@ that finds no node in that time fails the same way: nothing waits for ever.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import uuid
 from collections import Counter
@@ -23,7 +22,7 @@ from imageops.models.imageoperation import PLURAL, ImageOperationStatus
 from imageops.models.imagesession import PLURAL as SESSION_PLURAL
 from imageops.services import lifecycle
 from imageops.services.errors import OperationError
-from imageops.workers.context import ControllerContext
+from imageops.workers.context import ControllerContext, repeat
 from imageops.workers.opindex import Body
 
 log = logging.getLogger(__name__)
@@ -46,12 +45,7 @@ class Assigner:
     async def run_sweeper(self) -> None:
         """Every sweep interval: retry assignments and fail operations of dead nodes."""
         await self.ctx.nodes.refreshed.wait()
-        while True:
-            try:
-                await self.sweep()
-            except Exception:
-                log.exception("assignment sweep failed")
-            await asyncio.sleep(self.ctx.sweep_interval)
+        await repeat(self.ctx.sweep_interval, self.sweep, "assignment sweep")
 
     async def sweep(self) -> None:
         """One pass over every active operation."""

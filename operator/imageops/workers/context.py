@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from imageops.adapters.kube import AsyncKube
 from imageops.workers.nodes import NodeDirectory
 from imageops.workers.opindex import OperationIndex
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -18,3 +23,17 @@ class ControllerContext:
     nodes: NodeDirectory
     node_grace_seconds: float = 60.0
     sweep_interval: float = 2.0
+
+
+async def repeat(interval: float, step: Callable[[], Awaitable[None]], what: str) -> None:
+    """Run ``step`` every ``interval`` seconds until cancelled.
+
+    A failing pass is logged and the next one runs: a sweeper must outlive a
+    briefly unreachable API server or one bad object.
+    """
+    while True:
+        try:
+            await step()
+        except Exception:
+            log.exception("%s failed", what)
+        await asyncio.sleep(interval)

@@ -30,7 +30,7 @@ from imageops.services.dag import ChildView
 from imageops.services.workflow_run import RunContext, RunInput, plan_run
 from imageops.services.workflow_status import FINISHED, RunMeta
 from imageops.workers import workflow_objects as objects
-from imageops.workers.context import ControllerContext
+from imageops.workers.context import ControllerContext, repeat
 from imageops.workers.opindex import Body, workflow_of
 
 log = logging.getLogger(__name__)
@@ -109,12 +109,7 @@ class WorkflowReconciler:
 
     async def run_sweeper(self) -> None:
         """Sweep forever, every ``ctx.sweep_interval`` seconds (cancel the task to stop)."""
-        while True:
-            try:
-                await self.sweep()
-            except Exception:
-                log.exception("workflow sweep failed")
-            await asyncio.sleep(self.ctx.sweep_interval)
+        await repeat(self.ctx.sweep_interval, self.sweep, "workflow sweep")
 
     async def sweep(self) -> None:
         """Deadlines, node re-checks and retries of unfinished runs; TTLs of finished ones."""

@@ -20,8 +20,10 @@ ensure_packages() {
     return 1
   fi
   log "installing ${missing[*]} (log: $DIR/apt.log)"
-  if ! { DEBIAN_FRONTEND=noninteractive apt-get update \
-         && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"; \
+  # Lock timeout: two beds (or a person's apt) installing at once wait, not fail.
+  if ! { DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 update \
+         && DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y \
+              --no-install-recommends "${missing[@]}"; \
        } >>"$DIR/apt.log" 2>&1; then
     show_log_tail "$DIR/apt.log"
     log "apt-get install ${missing[*]} failed"

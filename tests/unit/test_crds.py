@@ -196,12 +196,14 @@ def test_printer_columns_and_selectable_fields() -> None:
         "Image": ".spec.image",
         "Node": ".status.node",
         "Digest": ".status.shortDigest",
+        "Progress": ".status.progress.summary",
         "Attempts": ".status.attempts",
         "Age": ".metadata.creationTimestamp",
     }
     assert columns("Workflow") == {
         "Phase": ".status.phase",
         "Progress": ".status.progress",
+        "Nodes": ".status.nodesProgress",
         "Node": ".status.node",
         "Age": ".metadata.creationTimestamp",
     }

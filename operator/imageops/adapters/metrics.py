@@ -49,6 +49,40 @@ FOREIGN_EVENTS = Counter(
 SHARED_PULLS = Counter(
     "imageops_shared_pulls_total", "Pulls that joined an identical pull already under way."
 )
+AGENT_UP = Gauge(
+    "imageops_agent_up",
+    "Controller's view of each node: 1 while its agent's heartbeat Lease is live, 0 for a "
+    "Node (or a Lease) without a live agent.",
+    ["node"],
+)
+OVERDUE = Gauge(
+    "imageops_operations_overdue",
+    "Operations still Running although every attempt allowed by timeoutSeconds and "
+    "backoffLimit, with the retry delays, has had its time (controller's view).",
+    ["namespace"],
+)
+
+
+# Label values each gauge above currently shows, so that gone ones can be removed.
+_SHOWN: dict[str, set[str]] = {"agent_up": set(), "overdue": set()}
+
+
+def _replace(gauge: Gauge, key: str, values: dict[str, int]) -> None:
+    for gone in _SHOWN[key] - set(values):
+        gauge.remove(gone)
+    for label, value in values.items():
+        gauge.labels(label).set(value)
+    _SHOWN[key] = set(values)
+
+
+def set_agents_up(live: dict[str, bool]) -> None:
+    """Publish one sample per known node; nodes no longer known disappear."""
+    _replace(AGENT_UP, "agent_up", {node: int(up) for node, up in live.items()})
+
+
+def set_overdue(per_namespace: dict[str, int]) -> None:
+    """Overdue operations per namespace that has active operations (0 when none is late)."""
+    _replace(OVERDUE, "overdue", per_namespace)
 
 
 class Heartbeat:

@@ -14,7 +14,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from imageops.models.common import ErrorReason
-from imageops.services.backend import CancelToken, ImageInfo, ProgressCallback, TransferProgress
+from imageops.services.backend import (
+    CancelToken,
+    ImageInfo,
+    LayerCount,
+    ProgressCallback,
+    TransferProgress,
+)
 from imageops.services.errors import OperationError, from_message
 from imageops.services.reference import ImageRef
 
@@ -132,6 +138,10 @@ class ProgressTracker:
             layers_total=len(self._layers),
             bytes_done=sum(layer.current for layer in layers),
             bytes_total=sum(layer.total for layer in layers),
+            layers=tuple(
+                LayerCount(key, layer.current, layer.total, layer.done)
+                for key, layer in self._layers.items()
+            ),
         )
 
     @property

@@ -114,6 +114,18 @@ class ErrorInfo(CamelModel):
     suggestion: str = Field(default="", max_length=1024, description="What a person can do.")
 
 
+MAX_PROGRESS_LAYERS = 64
+
+
+class LayerProgress(CamelModel):
+    """Transfer progress of one layer, as the daemon reports it."""
+
+    id: str = Field(max_length=64, description="Layer id as the daemon shows it (12 hex).")
+    bytes_done: int = Field(default=0, ge=0, description="Bytes transferred.")
+    bytes_total: int = Field(default=0, ge=0, description="Bytes to transfer, as far as known.")
+    done: bool = Field(default=False, description="Transferred, or already present.")
+
+
 class Progress(CamelModel):
     """Live transfer progress of a pull or push (updated at most about every 2 seconds)."""
 
@@ -121,3 +133,13 @@ class Progress(CamelModel):
     layers_total: int = Field(default=0, ge=0, description="Layers to transfer.")
     bytes_done: int = Field(default=0, ge=0, description="Bytes transferred.")
     bytes_total: int = Field(default=0, ge=0, description="Bytes to transfer, as far as known.")
+    summary: str | None = Field(
+        default=None,
+        max_length=64,
+        description='Progress for people and printer columns, such as "42% 120/285MB".',
+    )
+    layers: list[LayerProgress] = Field(
+        default_factory=list,
+        max_length=MAX_PROGRESS_LAYERS,
+        description="Per-layer progress (the first layers, in the daemon's order).",
+    )

@@ -233,6 +233,7 @@ RESOURCES: dict[str, Resource] = {
                 _column("Image", ".spec.image"),
                 _column("Node", ".status.node"),
                 _column("Digest", ".status.shortDigest"),
+                _column("Progress", ".status.progress.summary"),
                 _column("Attempts", ".status.attempts", "integer", priority=1),
                 _AGE,
             ],
@@ -249,6 +250,7 @@ RESOURCES: dict[str, Resource] = {
             columns=[
                 _PHASE,
                 _column("Progress", ".status.progress"),
+                _column("Nodes", ".status.nodesProgress"),
                 _column("Node", ".status.node"),
                 _AGE,
             ],

@@ -273,6 +273,11 @@ class WorkflowStatus(CamelModel):
     progress: str | None = Field(
         default=None, max_length=32, description='Finished of all steps, such as "3/5".'
     )
+    nodes_progress: str | None = Field(
+        default=None,
+        max_length=32,
+        description='Fan-out (allNodes): nodes finished of all nodes, such as "2/5".',
+    )
     session_name: str | None = Field(
         default=None, max_length=253, description="ImageSession used by this run."
     )

@@ -178,6 +178,7 @@ def _controller(
         nodes=NodeDirectory(kube, options.lease_namespace),
         node_grace_seconds=options.node_grace_seconds,
         sweep_interval=options.sweep_interval,
+        backoff_cap=options.backoff_cap,
     )
     registry = _registry()
     imageoperation.register_controller(registry, ctx.index)

@@ -50,14 +50,25 @@ class ImageInfo:
         )
 
 
+@dataclass(frozen=True)
+class LayerCount:
+    """Bytes of one layer of a pull or push."""
+
+    id: str
+    bytes_done: int = 0
+    bytes_total: int = 0
+    done: bool = False
+
+
 @dataclass
 class TransferProgress:
-    """Layer and byte counts of a pull or push, summed over layers."""
+    """Layer and byte counts of a pull or push, summed over layers, and per layer."""
 
     layers_done: int = 0
     layers_total: int = 0
     bytes_done: int = 0
     bytes_total: int = 0
+    layers: tuple[LayerCount, ...] = ()
 
 
 ProgressCallback = Callable[[TransferProgress], None]

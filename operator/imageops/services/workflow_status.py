@@ -173,6 +173,8 @@ def run_status(prev: WorkflowStatus, meta: RunMeta, plan: RunPlan, fan_out: bool
     status.rolled_back = [t[:MAX_TEXT] for t in plan.rollback.restored[:MAX_ROLLED_BACK]]
     if fan_out:
         status.nodes = {n: NodeStatus(phase=node_phase(s), steps=s) for n, s in plan.steps.items()}
+        done = sum(1 for node in status.nodes.values() if node.phase in FINISHED)
+        status.nodes_progress = f"{done}/{len(status.nodes)}"
     else:
         status.node, status.steps = next(iter(plan.steps.items()))
     return status

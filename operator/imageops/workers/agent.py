@@ -21,7 +21,7 @@ from typing import Any
 
 from imageops.adapters import metrics
 from imageops.adapters.kube import AsyncKube, ObjectRef
-from imageops.models.common import Action, ErrorReason, Phase
+from imageops.models.common import MAX_PROGRESS_LAYERS, Action, ErrorReason, Phase
 from imageops.models.imageoperation import PLURAL, ImageOperationSpec, ImageOperationStatus
 from imageops.models.imagesession import PLURAL as SESSION_PLURAL
 from imageops.models.imagesession import ImageSessionSpec
@@ -33,6 +33,7 @@ from imageops.services.effective import EffectiveSpec, effective_spec
 from imageops.services.errors import OperationError
 from imageops.services.lifecycle import Decision, OperationResult, RunState
 from imageops.services.perform import credential_registry, effective_pull_policy
+from imageops.services.progress_text import summary
 from imageops.services.reference import is_image_id, parse_reference, registry_allowed
 from imageops.workers.executor import AttemptExecutor, ProgressBuffer
 from imageops.workers.flights import Flights
@@ -63,6 +64,9 @@ class _Start:
     event: tuple[str, str]  # reason, message of the Started/Resumed Event
     task: asyncio.Task[None] | None = None
     sent: bool = False
+    # The last transfer snapshot, merged into the final status so that the Progress
+    # column ends at 100% instead of at the last periodic write.
+    progress: TransferProgress | None = None
 
 
 @dataclass
@@ -376,6 +380,7 @@ class Agent:
             return result
         finally:
             publisher.cancel()
+            start.progress = buffer.take(0)[0] or start.progress
 
     async def _publish_progress(
         self, ref: ObjectRef, buffer: ProgressBuffer, start: _Start
@@ -400,6 +405,8 @@ class Agent:
         patch = await self._final(
             ref, start, lambda: lifecycle.succeeded_patch(run, result, _now())
         )
+        if start.progress is not None:
+            patch["progress"] = _progress_wire(start.progress)
         what = result.dry_run_result or f"{spec.action} {spec.target or spec.image}"
         message = f"{what}: digest {result.digest or '-'} (attempt {run.attempts})"
         await self._finish(ref, spec, patch, ("Normal", "Succeeded", message))
@@ -436,12 +443,20 @@ class Agent:
         metrics.DURATION.labels(action).observe(patch["durationSeconds"])
 
 
-def _progress_wire(progress: TransferProgress) -> dict[str, int]:
+def _progress_wire(progress: TransferProgress) -> dict[str, Any]:
     return {
         "layersDone": progress.layers_done,
         "layersTotal": progress.layers_total,
         "bytesDone": progress.bytes_done,
         "bytesTotal": progress.bytes_total,
+        "summary": summary(
+            progress.bytes_done, progress.bytes_total, progress.layers_done, progress.layers_total
+        ),
+        # A merge patch replaces the list whole: every write carries every layer shown.
+        "layers": [
+            {"id": c.id, "bytesDone": c.bytes_done, "bytesTotal": c.bytes_total, "done": c.done}
+            for c in progress.layers[:MAX_PROGRESS_LAYERS]
+        ],
     }
 
 

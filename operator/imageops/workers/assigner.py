@@ -16,12 +16,14 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from imageops.adapters import metrics
 from imageops.adapters.kube import ObjectRef
 from imageops.models.common import ErrorReason, Phase
 from imageops.models.imageoperation import PLURAL, ImageOperationStatus
 from imageops.models.imagesession import PLURAL as SESSION_PLURAL
 from imageops.services import lifecycle
 from imageops.services.errors import OperationError
+from imageops.services.overdue import overdue_by_namespace
 from imageops.workers.context import ControllerContext, repeat
 from imageops.workers.opindex import Body
 
@@ -51,6 +53,7 @@ class Assigner:
         """One pass over every active operation."""
         now = datetime.now(UTC)
         grace = self.ctx.node_grace_seconds
+        metrics.set_overdue(overdue_by_namespace(self.ctx.index.all(), now, self.ctx.backoff_cap))
         for body in self.ctx.index.all():
             if (body.get("status") or {}).get("phase") not in ACTIVE:
                 continue

@@ -23,6 +23,7 @@ class ControllerContext:
     nodes: NodeDirectory
     node_grace_seconds: float = 60.0
     sweep_interval: float = 2.0
+    backoff_cap: float = 60.0  # the agents' longest retry delay, for overdue operations
 
 
 async def repeat(interval: float, step: Callable[[], Awaitable[None]], what: str) -> None:

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from imageops.adapters import metrics
 from imageops.adapters.kube import AsyncKube
 from imageops.models.labels import AGENT_LABEL
 
@@ -66,6 +67,8 @@ class NodeDirectory:
             node: AgentLease(node, renew, duration) for node, (renew, duration) in leases.items()
         }
         self.labels = labels
+        now = datetime.now(UTC)
+        metrics.set_agents_up({node: self.is_live(node, now) for node in {*leases, *labels}})
         self.refreshed.set()
 
     def is_live(self, node: str, now: datetime | None = None) -> bool:

@@ -54,7 +54,7 @@ def eta_seconds(bytes_done: int, bytes_total: int, rate: float) -> float | None:
 
 
 def human_duration(seconds: float | None) -> str:
-    """"1m05s", "42s", or "-" when unknown."""
+    """ "1m05s", "42s", or "-" when unknown."""
     if seconds is None:
         return "-"
     whole = round(seconds)

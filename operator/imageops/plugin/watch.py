@@ -49,7 +49,8 @@ def snapshot(kube: PluginClient, plural: str, name: str) -> view.Snapshot | None
         return view.operation(obj)
     if plural == workflow.PLURAL:
         children = kube.list(imageoperation.PLURAL, selector=f"{WORKFLOW_LABEL}={name}")
-        run = (obj.get("status") or {}).get("runId")
+        # Children carry the generation they were created for (an earlier run's stay).
+        run = (obj.get("metadata") or {}).get("generation")
         children = [c for c in children if _in_run(c, run)]
         return view.workflow(obj, children)
     ops = [
@@ -60,9 +61,9 @@ def snapshot(kube: PluginClient, plural: str, name: str) -> view.Snapshot | None
     return view.session(obj, ops)
 
 
-def _in_run(child: Obj, run: str | None) -> bool:
+def _in_run(child: Obj, generation: object) -> bool:
     labels = (child.get("metadata") or {}).get("labels") or {}
-    return run is None or labels.get(RUN_LABEL) in (None, run)
+    return generation is None or labels.get(RUN_LABEL) in (None, str(generation))
 
 
 def watch(

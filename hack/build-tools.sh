@@ -3,7 +3,8 @@
 # the pinned Go module in hack/tools, and helm from its own module in
 # hack/tools/helm (helm pins other k8s.io library versions than kube-apiserver),
 # and links them into a bin directory. The helm cache directory also gets the
-# ServiceMonitor CRD of prometheus-operator (a Go module too), for chart tests.
+# ServiceMonitor and PrometheusRule CRDs of prometheus-operator (a Go module too),
+# for chart tests.
 #
 # Cache: the binaries live OUTSIDE the repo, in
 #   ${IMAGEOPS_TOOLS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/imageops/tools}/<key>/
@@ -35,6 +36,8 @@ BOOTSTRAP_GO=go1.25.0
 # (tests/e2e/test_chart.py), taken from this prometheus-operator module; it lands
 # next to the helm binary.
 PROM_OPERATOR_VERSION=v0.85.0
+# The CRDs taken from it (tests/e2e/test_chart.py, tests/e2e/test_monitoring.py).
+PROM_CRDS=(servicemonitors prometheusrules)
 
 log() { printf 'build-tools: %s\n' "$*" >&2; }
 die() { printf 'build-tools: ERROR: %s\n' "$*" >&2; exit 1; }
@@ -163,13 +166,33 @@ build_helm_into() {
     tail -n 30 "$out.log" >&2
     die "go build of helm failed (full log: $out.log)"
   fi
-  # `go mod download` verifies the module against the checksum database.
-  local mod
+  fetch_prom_crds "$out" "$gobin" "$out.log"
+}
+
+# fetch_prom_crds DIR GO LOG: copies the PROM_CRDS of prometheus-operator into DIR.
+# `go mod download` verifies the module against the checksum database.
+fetch_prom_crds() {
+  local out=$1 gobin=$2 logf=$3 mod c
   mod=$(cd "$HELM_MOD" && GOTOOLCHAIN="${GOTOOLCHAIN:-auto}" "$gobin" mod download -json \
-        "github.com/prometheus-operator/prometheus-operator@$PROM_OPERATOR_VERSION" 2>>"$out.log" \
+        "github.com/prometheus-operator/prometheus-operator@$PROM_OPERATOR_VERSION" 2>>"$logf" \
         | awk -F'"' '$2 == "Dir" { print $4 }') || true
-  [[ -n "$mod" ]] || die "could not fetch prometheus-operator $PROM_OPERATOR_VERSION (log: $out.log)"
-  cp "$mod/example/prometheus-operator-crd/monitoring.coreos.com_servicemonitors.yaml" "$out/"
+  [[ -n "$mod" ]] || die "could not fetch prometheus-operator $PROM_OPERATOR_VERSION (log: $logf)"
+  for c in "${PROM_CRDS[@]}"; do
+    cp "$mod/example/prometheus-operator-crd/monitoring.coreos.com_$c.yaml" "$out/"
+  done
+}
+
+# A helm cache built before a CRD joined PROM_CRDS gets it added (helm is not rebuilt).
+ensure_prom_crds() {
+  local root=$1 dir=$2 c missing=0
+  for c in "${PROM_CRDS[@]}"; do
+    [[ -f "$dir/monitoring.coreos.com_$c.yaml" ]] || missing=1
+  done
+  (( missing )) || return 0
+  exec 9>"$root/.lock"
+  flock 9
+  fetch_prom_crds "$dir" "$(find_go "$root")" "$dir/build.log"
+  exec 9>&-
 }
 
 all_executable() { # DIR NAME...
@@ -212,8 +235,10 @@ main() {
   mkdir -p "$root"
   cached_build "$root" "$dir" build_into kube-apiserver kubectl etcd
   cached_build "$root" "$helm_dir" build_helm_into helm
-  [[ -f "$helm_dir/monitoring.coreos.com_servicemonitors.yaml" ]] \
-    || die "missing the ServiceMonitor CRD in $helm_dir"
+  ensure_prom_crds "$root" "$helm_dir"
+  for b in "${PROM_CRDS[@]}"; do
+    [[ -f "$helm_dir/monitoring.coreos.com_$b.yaml" ]] || die "missing the $b CRD in $helm_dir"
+  done
   mkdir -p "$bin_dir"
   for b in kube-apiserver kubectl etcd; do
     ln -sfn "$dir/$b" "$bin_dir/$b"

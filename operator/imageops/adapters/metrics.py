@@ -49,6 +49,12 @@ FOREIGN_EVENTS = Counter(
 SHARED_PULLS = Counter(
     "imageops_shared_pulls_total", "Pulls that joined an identical pull already under way."
 )
+REGISTRY_ERRORS = Counter(
+    "imageops_registry_errors_total",
+    "Failed attempts by the registry the operation talks to and the error reason "
+    "(Tag: none).",
+    ["registry", "reason"],
+)
 AGENT_UP = Gauge(
     "imageops_agent_up",
     "Controller's view of each node: 1 while its agent's heartbeat Lease is live, 0 for a "
@@ -59,7 +65,8 @@ OVERDUE = Gauge(
     "imageops_operations_overdue",
     "Operations still Running although every attempt allowed by timeoutSeconds and "
     "backoffLimit, with the retry delays, has had its time (controller's view).",
-    ["namespace"],
+    # Not "namespace": Prometheus' own target label of that name would rename it.
+    ["operation_namespace"],
 )
 
 

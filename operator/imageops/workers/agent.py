@@ -327,6 +327,7 @@ class Agent:
                 return await self._attempt(ref, spec, effective.timeout_seconds, auth, start)
             except OperationError as error:
                 metrics.ERRORS.labels(str(error.reason)).inc()
+                metrics.REGISTRY_ERRORS.labels(_registry_label(spec), str(error.reason)).inc()
                 if not should_retry(error.retryable, run.attempts, effective.backoff_limit):
                     raise
                 await self._started(ref, start)
@@ -458,6 +459,14 @@ def _progress_wire(progress: TransferProgress) -> dict[str, Any]:
             for c in progress.layers[:MAX_PROGRESS_LAYERS]
         ],
     }
+
+
+def _registry_label(spec: ImageOperationSpec) -> str:
+    """The registry an attempt talked to, for the registry-errors metric."""
+    try:
+        return credential_registry(spec) or "none"
+    except OperationError:
+        return "invalid"
 
 
 async def _sleep_until(when: datetime) -> None:

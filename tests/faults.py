@@ -108,3 +108,36 @@ class FakeSlowLink(_Listener):
                 time.sleep(len(data) / self._rate)
         with contextlib.suppress(OSError):
             sink.shutdown(socket.SHUT_WR)
+
+
+class FakeRateLimitedRegistry(_Listener):
+    """Answers every request with 429 TOOMANYREQUESTS, as Docker Hub does over its limit.
+
+    The bed's registry (distribution) has no rate limit to exhaust, so this fake stands in.
+    """
+
+    BODY = (b'{"errors":[{"code":"TOOMANYREQUESTS","message":"You have reached your pull '
+            b'rate limit. You may increase the limit by authenticating and upgrading"}]}')
+
+    def __init__(self, port: int = 0) -> None:
+        self.requests = 0
+        super().__init__(port)
+
+    def handle(self, client: socket.socket) -> None:
+        """Read one request head, answer 429, close."""
+        with contextlib.suppress(OSError):
+            data = b""
+            while b"\r\n\r\n" not in data:
+                chunk = client.recv(65536)
+                if not chunk:
+                    return
+                data += chunk
+            with self._lock:
+                self.requests += 1
+            head = (
+                "HTTP/1.1 429 Too Many Requests\r\nContent-Type: application/json\r\n"
+                f"Retry-After: 1\r\nContent-Length: {len(self.BODY)}\r\nConnection: close\r\n\r\n"
+            )
+            client.sendall(head.encode() + self.BODY)
+        with contextlib.suppress(OSError):
+            client.close()

@@ -57,4 +57,24 @@ def test_overdue_counts_per_namespace_with_zeroes() -> None:
         _op("b", None, None),
         _op("c", "Succeeded", 1000, timeoutSeconds=1, backoffLimit=0),
     ]
-    assert overdue_by_namespace(bodies, datetime.now(UTC), 60) == {"a": 1, "b": 0}
+    assert overdue_by_namespace(bodies, datetime.now(UTC), 60) == {"a": 1, "b": 0, "c": 0}
+
+
+def test_gauges_of_known_nodes_and_namespaces_replace_the_old_ones() -> None:
+    from prometheus_client import REGISTRY
+
+    from imageops.adapters import metrics
+
+    def sample(name: str, **labels: str) -> float | None:
+        return REGISTRY.get_sample_value(name, labels)
+
+    metrics.set_agents_up({"n1": True, "n2": False})
+    assert sample("imageops_agent_up", node="n1") == 1
+    assert sample("imageops_agent_up", node="n2") == 0
+    metrics.set_agents_up({"n2": True})
+    assert sample("imageops_agent_up", node="n1") is None
+    assert sample("imageops_agent_up", node="n2") == 1
+    metrics.set_overdue({"apps": 2})
+    assert sample("imageops_operations_overdue", operation_namespace="apps") == 2
+    metrics.set_overdue({})
+    assert sample("imageops_operations_overdue", operation_namespace="apps") is None

@@ -19,6 +19,8 @@ from prometheus_client import (
     generate_latest,
 )
 
+from imageops.models.common import Action, ErrorReason, Phase
+
 OPERATIONS = Counter(
     "imageops_operations_total", "Finished image operations.", ["action", "result"]
 )
@@ -58,7 +60,7 @@ REGISTRY_ERRORS = Counter(
 AGENT_UP = Gauge(
     "imageops_agent_up",
     "Controller's view of each node: 1 while its agent's heartbeat Lease is live, 0 for a "
-    "Node (or a Lease) without a live agent.",
+    "Node without a live agent (a Lease without a Node shows only while live).",
     ["node"],
 )
 OVERDUE = Gauge(
@@ -69,6 +71,28 @@ OVERDUE = Gauge(
     ["operation_namespace"],
 )
 
+
+
+
+def _initialise() -> None:
+    """Create the series of every known label value at 0.
+
+    A counter series that first appears at 1 hides that first increment from rate() and
+    increase(): the first failure of a reason would never reach an alert.
+    """
+    for reason in ErrorReason:
+        ERRORS.labels(str(reason))
+    for action in Action:
+        for result in (Phase.SUCCEEDED, Phase.FAILED):
+            OPERATIONS.labels(str(action), result.value.lower())
+
+
+def touch_registry(registry: str) -> None:
+    """Create a registry's RateLimited series at 0 when an attempt first talks to it."""
+    REGISTRY_ERRORS.labels(registry, str(ErrorReason.RATE_LIMITED))
+
+
+_initialise()
 
 # Label values each gauge above currently shows, so that gone ones can be removed.
 _SHOWN: dict[str, set[str]] = {"agent_up": set(), "overdue": set()}
@@ -88,7 +112,7 @@ def set_agents_up(live: dict[str, bool]) -> None:
 
 
 def set_overdue(per_namespace: dict[str, int]) -> None:
-    """Overdue operations per namespace that has active operations (0 when none is late)."""
+    """Overdue operations per namespace that has operations (0 when none is late)."""
     _replace(OVERDUE, "overdue", per_namespace)
 
 

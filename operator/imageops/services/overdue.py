@@ -52,12 +52,13 @@ def is_overdue(body: Mapping[str, Any], now: datetime, backoff_cap: float) -> bo
 def overdue_by_namespace(
     bodies: Iterable[Mapping[str, Any]], now: datetime, backoff_cap: float
 ) -> dict[str, int]:
-    """Namespace → overdue operations, for every namespace with an active operation."""
+    """Namespace → overdue operations, for every namespace with an operation (0: none late).
+
+    Namespaces with only finished operations count too, so that the series stays (at 0)
+    between bursts of work instead of disappearing.
+    """
     counts: dict[str, int] = {}
     for body in bodies:
-        phase = (body.get("status") or {}).get("phase")
-        if phase not in (None, "Pending", "Running"):
-            continue
         namespace = str(body["metadata"]["namespace"])
         counts[namespace] = counts.get(namespace, 0) + int(is_overdue(body, now, backoff_cap))
     return counts

@@ -318,6 +318,7 @@ class Agent:
     ) -> OperationResult:
         """Attempts until success, a permanent error or the backoff limit."""
         spec = effective.spec
+        metrics.touch_registry(_registry_label(spec))
         while True:
             run.attempts += 1
             if run.attempts > 1 or self.executor.busy():

@@ -68,7 +68,10 @@ class NodeDirectory:
         }
         self.labels = labels
         now = datetime.now(UTC)
-        metrics.set_agents_up({node: self.is_live(node, now) for node in {*leases, *labels}})
+        # Every Node, live or not; a Lease without a Node only while live (the node of an
+        # expired one was most likely removed from the cluster: nothing to alert about).
+        live = {node: self.is_live(node, now) for node in {*leases, *labels}}
+        metrics.set_agents_up({n: up for n, up in live.items() if up or n in labels})
         self.refreshed.set()
 
     def is_live(self, node: str, now: datetime | None = None) -> bool:

@@ -184,7 +184,9 @@ def test_field_selector_on_node_name(objects: Objects, kubectl: Kubectl) -> None
         other = kubectl("get", "imgop", "-n", ns, "--field-selector", "spec.image=a", check=False)
         assert other.returncode != 0 and "field label not supported" in other.stderr
         table = kubectl("get", "imageops", "-n", ns, "-o", "wide").stdout.splitlines()[0].split()
-        assert table == ["NAME", "PHASE", "ACTION", "IMAGE", "NODE", "DIGEST", "ATTEMPTS", "AGE"]
+        assert table == [
+            "NAME", "PHASE", "ACTION", "IMAGE", "NODE", "DIGEST", "PROGRESS", "ATTEMPTS", "AGE"
+        ]
     finally:
         for name in names:
             objects.delete("ImageOperation", name)

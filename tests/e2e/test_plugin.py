@@ -252,3 +252,50 @@ def test_warm_a_pool_shows_a_bar_per_node_and_the_fan_out_column(
     listing = kubectl_imageops("get", "-n", namespace)
     assert re.search(r"imgwf/warm\s+Succeeded\s+nodes 3/3 steps 3/3", listing.stdout), listing
     assert len(re.findall(r"imgop/\S+\s+Succeeded", listing.stdout)) == 3, listing.stdout
+
+
+def test_kubeconfig_context_and_its_namespace_are_honoured(
+    operator: OperatorProcess, namespace: str, testbed: Testbed, ops: Ops, tmp_path: Path,
+) -> None:
+    """--kubeconfig FILE --context CTX, and the context's namespace when -n is not given."""
+    import yaml
+
+    config = yaml.safe_load(Path(os.environ["KUBECONFIG"]).read_text())
+    base = config["contexts"][0]
+    config["contexts"].append({"name": "plugin-test",
+                               "context": {**base["context"], "namespace": namespace}})
+    path = tmp_path / "kubeconfig"
+    path.write_text(yaml.safe_dump(config))
+    seed = os.environ.get("IMAGEOPS_SEED_REF") or missing("IMAGEOPS_SEED_REF is not set")
+    out = kubectl_imageops("pull", seed, "--kubeconfig", str(path), "--context", "plugin-test",
+                           "--node", MAIN_NODE, "--name", "ctx", "--wait")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert ops.wait_phase("ctx")["phase"] == "Succeeded"
+    listed = kubectl_imageops("get", "--kubeconfig", str(path), "--context", "plugin-test",
+                              "-o", "json")
+    assert [o["metadata"]["name"] for o in json.loads(listed.stdout)["items"]] == ["ctx"]
+    missing_ctx = kubectl_imageops("get", "--kubeconfig", str(path), "--context", "nope")
+    assert missing_ctx.returncode == 2 and "error:" in missing_ctx.stderr
+
+
+def test_watch_a_session_until_its_operations_end(
+    operator: OperatorProcess, namespace: str, testbed: Testbed, ops: Ops,
+) -> None:
+    ops.custom.create_namespaced_custom_object(
+        "imageops.dev", "v1alpha1", namespace, "imagesessions",
+        {"apiVersion": "imageops.dev/v1alpha1", "kind": "ImageSession",
+         "metadata": {"name": "rel"}, "spec": {"nodeName": MAIN_NODE}})
+    seed = os.environ.get("IMAGEOPS_SEED_REF") or missing("IMAGEOPS_SEED_REF is not set")
+    fresh = testbed.unique(tag="s")
+    testbed.make_image(fresh, size_bytes=MB)
+    testbed.push_open(fresh)
+    testbed.docker("rmi", "--force", fresh, check=False)
+    for image in (seed, fresh):
+        out = kubectl_imageops("pull", image, "-n", namespace, "--session", "rel")
+        assert out.returncode == 0, out.stderr
+    watched = kubectl_imageops("watch", "imgsess/rel", "-n", namespace, "--timeout", "90")
+    print(watched.stdout)
+    assert watched.returncode == 0, watched.stdout + watched.stderr
+    last = watched.stdout.splitlines()[-2:]
+    assert re.fullmatch(r"\w+ imagesession/rel", last[0]), last
+    assert last[1] == "  2 succeeded, 0 failed, 0 active"

@@ -78,3 +78,16 @@ def test_gauges_of_known_nodes_and_namespaces_replace_the_old_ones() -> None:
     assert sample("imageops_operations_overdue", operation_namespace="apps") == 2
     metrics.set_overdue({})
     assert sample("imageops_operations_overdue", operation_namespace="apps") is None
+
+
+def test_progress_wire_carries_the_summary_and_at_most_the_capped_layers() -> None:
+    from imageops.models.common import MAX_PROGRESS_LAYERS, Progress
+    from imageops.services.backend import LayerCount, TransferProgress
+    from imageops.services.progress_text import progress_wire
+
+    layers = tuple(LayerCount(f"{i:012x}", 1, 2) for i in range(MAX_PROGRESS_LAYERS + 5))
+    wire = progress_wire(TransferProgress(0, len(layers), len(layers), 2 * len(layers), layers))
+    assert wire["summary"] == "50% 69/138B"
+    assert len(wire["layers"]) == MAX_PROGRESS_LAYERS
+    # The status model (hence the CRD schema) accepts exactly what the agent writes.
+    assert Progress.model_validate(wire).layers[0].bytes_total == 2

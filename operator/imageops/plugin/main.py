@@ -34,7 +34,10 @@ def _globals() -> argparse.ArgumentParser:
 def build_parser() -> argparse.ArgumentParser:
     """The parser of every subcommand."""
     common = _globals()
-    parser = argparse.ArgumentParser(prog="kubectl imageops", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="kubectl imageops",
+        description="Pull, push and tag images on nodes, watch them live, list and explain.",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     for action in ("pull", "push", "tag"):
         p = sub.add_parser(action, parents=[common], help=f"{action} an image on a node")

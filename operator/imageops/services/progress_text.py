@@ -6,6 +6,11 @@ One formatting for the agent (which writes ``status.progress.summary``) and for
 
 from __future__ import annotations
 
+from typing import Any
+
+from imageops.models.common import MAX_PROGRESS_LAYERS
+from imageops.services.backend import TransferProgress
+
 _UNITS = ("B", "kB", "MB", "GB", "TB")
 
 
@@ -63,3 +68,21 @@ def human_duration(seconds: float | None) -> str:
     if whole >= 60:
         return f"{whole // 60}m{whole % 60:02d}s"
     return f"{whole}s"
+
+
+def progress_wire(progress: TransferProgress) -> dict[str, Any]:
+    """``status.progress`` of a snapshot: totals, the summary and every layer (capped)."""
+    return {
+        "layersDone": progress.layers_done,
+        "layersTotal": progress.layers_total,
+        "bytesDone": progress.bytes_done,
+        "bytesTotal": progress.bytes_total,
+        "summary": summary(
+            progress.bytes_done, progress.bytes_total, progress.layers_done, progress.layers_total
+        ),
+        # A merge patch replaces the list whole: every write carries every layer shown.
+        "layers": [
+            {"id": c.id, "bytesDone": c.bytes_done, "bytesTotal": c.bytes_total, "done": c.done}
+            for c in progress.layers[:MAX_PROGRESS_LAYERS]
+        ],
+    }

@@ -21,7 +21,7 @@ from typing import Any
 
 from imageops.adapters import metrics
 from imageops.adapters.kube import AsyncKube, ObjectRef
-from imageops.models.common import MAX_PROGRESS_LAYERS, Action, ErrorReason, Phase
+from imageops.models.common import Action, ErrorReason, Phase
 from imageops.models.imageoperation import PLURAL, ImageOperationSpec, ImageOperationStatus
 from imageops.models.imagesession import PLURAL as SESSION_PLURAL
 from imageops.models.imagesession import ImageSessionSpec
@@ -33,7 +33,7 @@ from imageops.services.effective import EffectiveSpec, effective_spec
 from imageops.services.errors import OperationError
 from imageops.services.lifecycle import Decision, OperationResult, RunState
 from imageops.services.perform import credential_registry, effective_pull_policy
-from imageops.services.progress_text import summary
+from imageops.services.progress_text import progress_wire
 from imageops.services.reference import is_image_id, parse_reference, registry_allowed
 from imageops.workers.executor import AttemptExecutor, ProgressBuffer
 from imageops.workers.flights import Flights
@@ -394,7 +394,7 @@ class Agent:
             progress, seen = buffer.take(seen)
             if progress is not None:
                 await self._started(ref, start)
-                await self.kube.patch_status(ref, {"progress": _progress_wire(progress)})
+                await self.kube.patch_status(ref, {"progress": progress_wire(progress)})
 
     async def _succeed(
         self,
@@ -408,7 +408,7 @@ class Agent:
             ref, start, lambda: lifecycle.succeeded_patch(run, result, _now())
         )
         if start.progress is not None:
-            patch["progress"] = _progress_wire(start.progress)
+            patch["progress"] = progress_wire(start.progress)
         what = result.dry_run_result or f"{spec.action} {spec.target or spec.image}"
         message = f"{what}: digest {result.digest or '-'} (attempt {run.attempts})"
         await self._finish(ref, spec, patch, ("Normal", "Succeeded", message))
@@ -443,23 +443,6 @@ class Agent:
         action = str(spec.action)
         metrics.OPERATIONS.labels(action, patch["phase"].lower()).inc()
         metrics.DURATION.labels(action).observe(patch["durationSeconds"])
-
-
-def _progress_wire(progress: TransferProgress) -> dict[str, Any]:
-    return {
-        "layersDone": progress.layers_done,
-        "layersTotal": progress.layers_total,
-        "bytesDone": progress.bytes_done,
-        "bytesTotal": progress.bytes_total,
-        "summary": summary(
-            progress.bytes_done, progress.bytes_total, progress.layers_done, progress.layers_total
-        ),
-        # A merge patch replaces the list whole: every write carries every layer shown.
-        "layers": [
-            {"id": c.id, "bytesDone": c.bytes_done, "bytesTotal": c.bytes_total, "done": c.done}
-            for c in progress.layers[:MAX_PROGRESS_LAYERS]
-        ],
-    }
 
 
 def _registry_label(spec: ImageOperationSpec) -> str:

@@ -104,9 +104,12 @@ def test_run_status_fan_out_and_kept_completion_time() -> None:
     assert status.node is None and status.steps == {}
     assert {n: s.phase for n, s in status.nodes.items()} == {"n1": "Succeeded", "n2": "Running"}
     assert status.progress == "1/2" and status.completion_time is None
+    # The NODES printer column: nodes finished of the fan-out.
+    assert status.nodes_progress == "1/2"
     assert status.message == "1/2 steps finished on 2 nodes; running: a"
     done = _plan({"a": S})
     first = ws.run_status(WorkflowStatus(), META, done, False, False)
+    assert first.nodes_progress is None  # one node: no fan-out column
     later = ws.run_status(first, ws.RunMeta(2, "abcd-g2", T0, T0 + timedelta(hours=1)), done,
                           False, False)
     assert later.completion_time == first.completion_time

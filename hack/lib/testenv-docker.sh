@@ -2,9 +2,8 @@
 # Debian packages, the hand-started dockerd and the seed image for testenv.sh.
 # Sourced after testenv-common.sh.
 
-# lua5.4 and lua-cjson run the Argo CD health check in tests/e2e/test_gitops.py;
 # tests/e2e/test_chart.py lints hack/kind-up.sh with the shellcheck package.
-PACKAGES=(docker.io docker-registry apache2-utils openssl curl busybox-static lua5.4 lua-cjson shellcheck)
+PACKAGES=(docker.io docker-registry apache2-utils openssl curl busybox-static shellcheck)
 
 pkg_installed() {
   [[ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null)" == "install ok installed" ]]

@@ -192,6 +192,8 @@ def test_expiry_archives_the_history_and_deletes_the_operations(
     assert status["archivedTo"] == "brief-history"
     ready = condition(status, "Ready")
     assert (ready["status"], ready["reason"]) == ("False", "Expired")
+    assert (condition(status, "Stalled")["status"], condition(status, "Stalled")["reason"]) == (
+        "True", "Expired")
     archive = sessions.configmap("brief-history")
     assert archive is not None and archive.metadata.labels["imageops.dev/session"] == "brief"
     history = json.loads(archive.data["history.json"])
@@ -226,7 +228,7 @@ def test_deleting_a_session_archives_and_cleans_up(
     status = wait_until(active, 30, "one active and one counted operation")
     assert status["phase"] == "Active" and "expiresAt" not in status
     assert condition(status, "Reconciling")["status"] == "True"
-    assert condition(status, "Ready")["status"] == "True"
+    assert condition(status, "Ready")["status"] == "False"
 
     sessions.workflow("flow", "doomed")
     started = time.monotonic()

@@ -166,13 +166,16 @@ def test_phase_conditions_and_expiry() -> None:
     ready, rec = get_condition(status.conditions, "Ready"), get_condition(status.conditions,
                                                                           "Reconciling")
     assert ready is not None and rec is not None
-    assert (ready.status, ready.reason, rec.status) == ("True", "Active", "True")
+    # Work under way: Reconciling, not Ready (kstatus InProgress, Argo CD Progressing).
+    assert (ready.status, ready.reason, rec.status) == ("False", "OperationsActive", "True")
     assert not expiry_due(status, later + timedelta(hours=1))
 
     refresh(status, spec, generation=3, active=0, latest_activity=None, created=T0, now=later)
     assert status.phase == "Idle" and status.expires_at == later + timedelta(seconds=60)
     rec = get_condition(status.conditions, "Reconciling")
+    ready = get_condition(status.conditions, "Ready")
     assert rec is not None and rec.status == "False"
+    assert ready is not None and ready.status == "True"
     assert not expiry_due(status, later + timedelta(seconds=59))
     assert expiry_due(status, later + timedelta(seconds=60))
 
@@ -180,6 +183,9 @@ def test_phase_conditions_and_expiry() -> None:
     ready = get_condition(status.conditions, "Ready")
     assert status.phase == "Expired" and status.archived_to == "s-history"
     assert ready is not None and (ready.status, ready.reason) == ("False", "Expired")
+    # Final and unusable: Stalled, so Flux's wait and Argo CD settle (Failed/Degraded).
+    stalled = get_condition(status.conditions, "Stalled")
+    assert stalled is not None and (stalled.status, stalled.reason) == ("True", "Expired")
     refresh(status, spec, generation=3, active=1, latest_activity=None, created=T0, now=later)
     assert status.phase == "Expired" and not expiry_due(status, later + timedelta(days=1))
 

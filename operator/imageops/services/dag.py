@@ -54,7 +54,9 @@ def build_graph(spec: WorkflowSpec) -> Graph:
         steps[step.name] = step
     deps: dict[str, tuple[str, ...]] = {}
     for step in spec.steps:
-        wanted = tuple(dict.fromkeys(step.depends_on or []))
+        # imageFrom implies the dependency (as a Tekton result reference does).
+        implied = [step.image_from.step] if step.image_from is not None else []
+        wanted = tuple(dict.fromkeys([*(step.depends_on or []), *implied]))
         unknown = [d for d in wanted if d not in steps]
         if unknown:
             raise InvalidWorkflow(f"step {step.name!r} depends on unknown step(s) {unknown}")
@@ -70,10 +72,8 @@ def _check_step(step: WorkflowStep, deps: tuple[str, ...]) -> None:
     if (step.image is None) == (step.image_from is None):
         raise InvalidWorkflow(f"step {step.name!r}: set exactly one of image and imageFrom")
     if step.image_from is not None:
-        if step.image_from.step not in deps:
-            raise InvalidWorkflow(
-                f"step {step.name!r}: imageFrom.step {step.image_from.step!r} must also be "
-                "listed in dependsOn")
+        if step.image_from.step == step.name:
+            raise InvalidWorkflow(f"step {step.name!r}: imageFrom cannot name the step itself")
         if step.action == Action.PUSH and not step.target:
             # The image is pinned by digest, and a registry needs a tag to push to.
             raise InvalidWorkflow(
@@ -194,7 +194,9 @@ def pinned_image(result: ChildView) -> str:
     reports its source's repo digest), a Push's to the pushed repository.
     """
     source = result.target if result.action == Action.PUSH and result.target else result.image
-    if result.digest and not _IMAGE_ID.match(source):
+    # A local image's digest may be its image ID (services.perform.local_digest):
+    # that names no manifest in any repository, so the ID itself is the pin.
+    if result.digest and result.digest != result.image_id and not _IMAGE_ID.match(source):
         try:
             return f"{parse_reference(source).name}@{result.digest}"
         except OperationError:

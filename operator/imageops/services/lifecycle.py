@@ -15,6 +15,7 @@ from typing import Any
 
 from imageops.models.common import Condition, Phase
 from imageops.models.imageoperation import ImageOperationStatus
+from imageops.services.backend import TransferProgress
 from imageops.services.conditions import conditions_for_phase
 from imageops.services.errors import OperationError
 
@@ -59,6 +60,8 @@ class OperationResult:
     previous_target_image_id: str | None = None
     dry_run_result: str | None = None
     bytes_transferred: int = 0
+    # The transfer's last progress (Pull, Push): the final status reports it.
+    progress: TransferProgress | None = None
 
 
 @dataclass
@@ -71,6 +74,9 @@ class RunState:
     start_time: datetime
     conditions: list[Condition]
     attempts: int = 0
+    # Whether start_time is when an attempt really began (it held a slot); until
+    # then it is when the run was created, and no startTime is written.
+    started: bool = False
 
 
 def _stamp(dt: datetime | None) -> str | None:
@@ -92,21 +98,28 @@ def _conditions(
 
 
 def started_patch(
-    run: RunState, phase: Phase, message: str, now: datetime, **extra: Any
+    run: RunState,
+    phase: Phase,
+    message: str,
+    now: datetime,
+    reason: str | None = None,
+    **extra: Any,
 ) -> dict[str, Any]:
     """Status when a run starts, resumes or waits for a slot (Pending/Running).
 
-    Result fields of an earlier generation are cleared so that nothing stale
-    is read as this generation's result.
+    ``reason`` is the Reconciling reason (default: the phase), such as Queued
+    for a run waiting for a --max-concurrent slot. startTime is written once
+    an attempt really began. Callers add clear_result_fields() so that no
+    result of an earlier generation is read as this one's.
     """
-    reason = "Running" if phase is Phase.RUNNING else "Pending"
+    reason = reason or ("Running" if phase is Phase.RUNNING else "Pending")
     patch: dict[str, Any] = {
         "phase": phase.value,
         "observedGeneration": run.generation,
         "node": run.node,
         "jobId": run.job_id,
         "attempts": run.attempts,
-        "startTime": _stamp(run.start_time),
+        "startTime": _stamp(run.start_time) if run.started else None,
         "conditions": _conditions(run, phase, reason, message, now),
         "completionTime": None,
         "durationSeconds": None,
@@ -173,7 +186,23 @@ def succeeded_patch(run: RunState, result: OperationResult, now: datetime) -> di
         "previousTargetImageId": result.previous_target_image_id,
         "dryRunResult": result.dry_run_result,
         "lastError": None,
+        **_final_progress(result.progress),
         "conditions": _conditions(run, Phase.SUCCEEDED, "Succeeded", message, now),
+    }
+
+
+def _final_progress(progress: TransferProgress | None) -> dict[str, Any]:
+    """The progress of a succeeded transfer: every layer and byte is done by then."""
+    if progress is None:
+        return {}
+    total_bytes = max(progress.bytes_total, progress.bytes_done)
+    return {
+        "progress": {
+            "layersDone": progress.layers_total,
+            "layersTotal": progress.layers_total,
+            "bytesDone": total_bytes,
+            "bytesTotal": total_bytes,
+        }
     }
 
 

@@ -33,7 +33,7 @@ from imageops.models.base import GROUP, VERSION
 from tests.e2e.conftest import missing
 from tests.e2e.fixtures import MAIN_NODE
 from tests.e2e.harness import OperatorProcess, Ops, condition, running_operator, wait_until
-from tests.faults import FakeSlowLink
+from tests.faults import FakeSlowLink, FakeStalledRegistry
 from tests.testbed import Testbed
 
 pytestmark = pytest.mark.e2e
@@ -207,9 +207,12 @@ def test_fresh_objects_are_in_progress_from_their_first_moment(
 
 
 def test_image_operation_outcomes(
-    operator: OperatorProcess, objects: Objects, ops: Ops, testbed: Testbed
+    operator: OperatorProcess, objects: Objects, ops: Ops, testbed: Testbed,
+    request: pytest.FixtureRequest
 ) -> None:
     """Succeeded and every Failed reason the bed can produce, each read the same way."""
+    stalled = FakeStalledRegistry()
+    request.addfinalizer(stalled.close)
     source = testbed.make_image(testbed.unique())  # imported locally: never pushed
     other = testbed.make_image(testbed.unique())
     taken = testbed.unique()
@@ -225,7 +228,12 @@ def test_image_operation_outcomes(
                                 "credentials": {"secretRef": {"name": "absent"}}},
         "AuthFailed": {"action": "Pull", "image": testbed.unique(testbed.auth_registry),
                        "backoffLimit": 0},
+        "Forbidden": {"action": "Pull", "image": testbed.unique(),
+                      "sessionRef": {"name": "strict"}},
+        "Timeout": {"action": "Pull", "image": f"{stalled.address}/hung/app:1",
+                    "timeoutSeconds": 2, "backoffLimit": 0},
     }
+    objects.create("ImageSession", "strict", {"allowedRegistries": ["registry.example.com"]})
     ops.create("tag", {"action": "Tag", "image": source, "target": testbed.unique(),
                        "nodeName": MAIN_NODE})
     for reason, spec in cases.items():

@@ -8,7 +8,7 @@ live objects, and docs/argocd-health.lua run by gopher-lua loaded as Argo CD v3.
 loads an argocd-cm health script, with useOpenLibs off (Argo's default) and on.
 ``kubectl wait --for=condition=Ready|Stalled`` is checked on the same objects. Every
 row of the table in docs/gitops.md is one ``expect`` call here; what the libraries
-returned is written to ``gitops-health.json`` in the bed's directory.
+returned is written to ``gitops-health.json`` (see the ``tool`` fixture).
 """
 
 from __future__ import annotations
@@ -51,15 +51,18 @@ RESULTS: list[Obj] = []
 
 
 @pytest.fixture(scope="module")
-def tool() -> Iterator[str]:
-    """The imageops-health binary; the rows it judged are written out at the end."""
+def tool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The imageops-health binary; the rows it judged are written out at the end.
+
+    To $IMAGEOPS_GITOPS_HEALTH_OUT if set, else gitops-health.json in pytest's tmp dir.
+    """
     binary = shutil.which("imageops-health")
     if binary is None:
         missing("imageops-health is missing: hack/build-tools.sh builds it into the bed's bin")
     yield binary
-    out = Path(os.environ.get("IMAGEOPS_TESTENV_DIR", REPO / ".testenv")) / "gitops-health.json"
-    if out.parent.is_dir():
-        out.write_text(json.dumps(RESULTS, indent=1))
+    default = tmp_path_factory.getbasetemp() / "gitops-health.json"
+    Path(os.environ.get("IMAGEOPS_GITOPS_HEALTH_OUT") or default).write_text(
+        json.dumps(RESULTS, indent=1))
 
 
 @dataclass

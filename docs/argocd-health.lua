@@ -5,15 +5,23 @@
 --     <this file>
 --   (the same for imageops.dev_Workflow and imageops.dev_ImageSession)
 --
--- The three kinds follow the kstatus conventions, so one check fits all:
---   Degraded     Stalled=True for the current generation (a permanent failure);
---   Healthy      Ready=True for the current generation (the result is verified);
---   Progressing  anything else: no status yet (e.g. no agent serves the node),
---                running, retrying, or a status that still describes an older spec.
--- A condition is "for the current generation" when its observedGeneration (or, if it
--- has none, status.observedGeneration) equals metadata.generation.
--- Written for Lua 5.1 (Argo CD's gopher-lua); tests/e2e/test_gitops.py runs it on
--- real objects with lua5.4.
+-- The three kinds follow the kstatus conventions, and this check reads them in
+-- kstatus' order, so Argo CD and Flux agree on every object:
+--   Progressing  no status yet; status.observedGeneration differs from
+--                metadata.generation (a new object has observedGeneration 0, a
+--                changed spec is not observed yet); Reconciling=True (pending,
+--                queued, running, retrying, an active session);
+--   Degraded     Stalled=True (a permanent failure, an expired session);
+--   Healthy      Ready=True;
+--   Progressing  anything else.
+-- A condition whose own observedGeneration is older than metadata.generation
+-- counts as absent.
+--
+-- Argo CD runs argocd-cm scripts in gopher-lua (Lua 5.1) with only the base,
+-- table, package and a safe os library, unless the key sets useOpenLibs: no
+-- `string` library, so this script uses only the base library (tostring, ..).
+-- tests/e2e/test_gitops.py runs it as Argo CD does (hack/tools/health), with
+-- useOpenLibs off and on, on real objects in every state.
 
 local hs = { status = "Progressing", message = "Waiting for the operator" }
 
@@ -25,7 +33,7 @@ local function number(value)
 end
 
 local generation = nil
-if obj.metadata ~= nil then
+if type(obj.metadata) == "table" then
   generation = number(obj.metadata.generation)
 end
 
@@ -34,12 +42,11 @@ if type(status) ~= "table" then
   return hs
 end
 
-local function current(condition)
-  local observed = number(condition.observedGeneration)
-  if observed == nil then
-    observed = number(status.observedGeneration)
-  end
-  return generation == nil or observed == generation
+local observed = number(status.observedGeneration)
+if generation ~= nil and observed ~= nil and observed ~= generation then
+  hs.message = "Generation " .. tostring(generation) .. " not observed yet (status is for "
+    .. tostring(observed) .. ")"
+  return hs
 end
 
 local function find(conditionType)
@@ -48,6 +55,10 @@ local function find(conditionType)
   end
   for _, condition in ipairs(status.conditions) do
     if type(condition) == "table" and condition.type == conditionType then
+      local seen = number(condition.observedGeneration)
+      if generation ~= nil and seen ~= nil and seen ~= generation then
+        return nil
+      end
       return condition
     end
   end
@@ -55,36 +66,36 @@ local function find(conditionType)
 end
 
 local function describe(condition, fallback)
-  if condition ~= nil and type(condition.message) == "string" and condition.message ~= "" then
+  if type(condition.message) == "string" and condition.message ~= "" then
     return condition.message
   end
-  if condition ~= nil and type(condition.reason) == "string" and condition.reason ~= "" then
+  if type(condition.reason) == "string" and condition.reason ~= "" then
     return condition.reason
   end
   return fallback
 end
 
+local reconciling = find("Reconciling")
+if reconciling ~= nil and reconciling.status == "True" then
+  hs.message = describe(reconciling, "Reconciling")
+  return hs
+end
+
 local stalled = find("Stalled")
-if stalled ~= nil and stalled.status == "True" and current(stalled) then
+if stalled ~= nil and stalled.status == "True" then
   hs.status = "Degraded"
   hs.message = describe(stalled, "Stalled")
   return hs
 end
 
 local ready = find("Ready")
-if ready ~= nil and ready.status == "True" and current(ready) then
+if ready ~= nil and ready.status == "True" then
   hs.status = "Healthy"
   hs.message = describe(ready, "Ready")
   return hs
 end
 
-local observed = number(status.observedGeneration)
-local reconciling = find("Reconciling")
-if generation ~= nil and observed ~= nil and observed ~= generation then
-  hs.message = string.format("Generation %d not observed yet (status is for %d)", generation, observed)
-elseif reconciling ~= nil and reconciling.status == "True" then
-  hs.message = describe(reconciling, "Reconciling")
-elseif ready ~= nil then
+if ready ~= nil then
   hs.message = describe(ready, hs.message)
 elseif type(status.phase) == "string" then
   hs.message = "Phase " .. status.phase

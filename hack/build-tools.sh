@@ -27,6 +27,9 @@ set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
 TOOLS_MOD="$REPO/hack/tools"
 HELM_MOD="$REPO/hack/tools/helm"
+# imageops-health: kstatus, Flux's ssa WaitForSet and Argo CD's Lua health
+# runner on live objects (tests/e2e/test_gitops.py); its own module and key.
+HEALTH_MOD="$REPO/hack/tools/health"
 # Bump when the build command/flags change so caches keyed on go.mod refresh.
 RECIPE_VERSION=2
 # Toolchain fetched when no usable Go (>= 1.21, which can self-upgrade to the
@@ -82,6 +85,12 @@ helm_cache_key() {
   { cat "$HELM_MOD/go.mod" "$HELM_MOD/go.sum"
     printf 'recipe=%s ldflags=%s arch=%s prometheus-operator=%s\n' "$RECIPE_VERSION" "$(helm_ldflags)" \
       "$(uname -m)" "$PROM_OPERATOR_VERSION"
+  } | sha256sum | cut -c1-16
+}
+
+health_cache_key() {
+  { cat "$HEALTH_MOD/go.mod" "$HEALTH_MOD/go.sum" "$HEALTH_MOD"/*.go
+    printf 'recipe=%s arch=%s\n' "$RECIPE_VERSION" "$(uname -m)"
   } | sha256sum | cut -c1-16
 }
 
@@ -195,6 +204,16 @@ ensure_prom_crds() {
   exec 9>&-
 }
 
+build_health_into() {
+  local out="$1" gobin="$2"
+  log "building imageops-health with $("$gobin" version) (log: $out.log)"
+  if ! (cd "$HEALTH_MOD" && CGO_ENABLED=0 GOTOOLCHAIN="${GOTOOLCHAIN:-auto}" GOFLAGS=-buildvcs=false \
+        "$gobin" build -ldflags "-s -w" -o "$out/imageops-health" . >"$out.log" 2>&1); then
+    tail -n 30 "$out.log" >&2
+    die "go build of imageops-health failed (full log: $out.log)"
+  fi
+}
+
 all_executable() { # DIR NAME...
   local d=$1 b
   shift
@@ -229,9 +248,10 @@ cached_build() {
 main() {
   local bin_dir="${1:-${IMAGEOPS_TESTENV_DIR:-$REPO/.testenv}/bin}"
   local root="${IMAGEOPS_TOOLS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/imageops/tools}"
-  local dir helm_dir b
+  local dir helm_dir health_dir b
   dir="$root/$(cache_key)"
   helm_dir="$root/helm-$(helm_cache_key)"
+  health_dir="$root/health-$(health_cache_key)"
   mkdir -p "$root"
   cached_build "$root" "$dir" build_into kube-apiserver kubectl etcd
   cached_build "$root" "$helm_dir" build_helm_into helm
@@ -239,11 +259,13 @@ main() {
   for b in "${PROM_CRDS[@]}"; do
     [[ -f "$helm_dir/monitoring.coreos.com_$b.yaml" ]] || die "missing the $b CRD in $helm_dir"
   done
+  cached_build "$root" "$health_dir" build_health_into imageops-health
   mkdir -p "$bin_dir"
   for b in kube-apiserver kubectl etcd; do
     ln -sfn "$dir/$b" "$bin_dir/$b"
   done
   ln -sfn "$helm_dir/helm" "$bin_dir/helm"
+  ln -sfn "$health_dir/imageops-health" "$bin_dir/imageops-health"
   echo "$dir"
 }
 

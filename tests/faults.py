@@ -116,8 +116,10 @@ class FakeRateLimitedRegistry(_Listener):
     The bed's registry (distribution) has no rate limit to exhaust, so this fake stands in.
     """
 
-    BODY = (b'{"errors":[{"code":"TOOMANYREQUESTS","message":"You have reached your pull '
-            b'rate limit. You may increase the limit by authenticating and upgrading"}]}')
+    BODY = (
+        b'{"errors":[{"code":"TOOMANYREQUESTS","message":"You have reached your pull '
+        b'rate limit. You may increase the limit by authenticating and upgrading"}]}'
+    )
 
     def __init__(self, port: int = 0) -> None:
         self.requests = 0

@@ -2,11 +2,9 @@
 # Debian packages, the hand-started dockerd and the seed image for testenv.sh.
 # Sourced after testenv-common.sh.
 
-# lua5.4 and lua-cjson run the Argo CD health check in tests/e2e/test_gitops.py;
 # tests/e2e/test_chart.py lints hack/kind-up.sh with the shellcheck package.
 # prometheus (promtool too) and tmux: tests/e2e/test_monitoring.py and test_plugin.py.
-PACKAGES=(docker.io docker-registry apache2-utils openssl curl busybox-static lua5.4 lua-cjson shellcheck
-          prometheus tmux)
+PACKAGES=(docker.io docker-registry apache2-utils openssl curl busybox-static shellcheck prometheus tmux)
 
 pkg_installed() {
   [[ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null)" == "install ok installed" ]]

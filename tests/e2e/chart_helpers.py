@@ -30,8 +30,9 @@ def helm_binary() -> str:
 
 def helm(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     """Run helm; on failure with check, the assertion shows its output."""
-    out = subprocess.run([helm_binary(), *args], capture_output=True, text=True, timeout=120,
-                         check=False)
+    out = subprocess.run(
+        [helm_binary(), *args], capture_output=True, text=True, timeout=120, check=False
+    )
     if check and out.returncode != 0:
         raise AssertionError(f"helm {' '.join(args)} failed:\n{out.stdout}\n{out.stderr}")
     return out
@@ -44,14 +45,16 @@ def render(release: str, namespace: str, *values: str) -> list[Obj]:
     return [doc for doc in yaml.safe_load_all(text) if doc]
 
 
-def kubectl(*args: str, stdin: str | None = None,
-            check: bool = True) -> subprocess.CompletedProcess[str]:
+def kubectl(
+    *args: str, stdin: str | None = None, check: bool = True
+) -> subprocess.CompletedProcess[str]:
     """Run the bed's kubectl."""
     binary = shutil.which("kubectl")
     if binary is None:
         missing("kubectl is not on PATH: `source .testenv/env.sh`")
-    out = subprocess.run([binary, *args], input=stdin, capture_output=True, text=True,
-                         timeout=120, check=False)
+    out = subprocess.run(
+        [binary, *args], input=stdin, capture_output=True, text=True, timeout=120, check=False
+    )
     if check and out.returncode != 0:
         raise AssertionError(f"kubectl {' '.join(args)} failed:\n{out.stdout}\n{out.stderr}")
     return out
@@ -65,8 +68,9 @@ def dump(objects: list[Obj]) -> str:
 def make_namespace(core: client.CoreV1Api) -> str:
     """A fresh labelled namespace (the caller deletes it)."""
     name = f"e2e-{uuid.uuid4().hex[:10]}"
-    core.create_namespace(client.V1Namespace(
-        metadata=client.V1ObjectMeta(name=name, labels={E2E_LABEL: "true"})))
+    core.create_namespace(
+        client.V1Namespace(metadata=client.V1ObjectMeta(name=name, labels={E2E_LABEL: "true"}))
+    )
     return name
 
 

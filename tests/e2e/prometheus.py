@@ -37,8 +37,9 @@ def binary(name: str) -> str:
 def chart_rules(*values: str) -> Obj:
     """The rule groups of the chart's PrometheusRule (spec), rendered by helm."""
     sets = [a for v in ("metrics.prometheusRule.enabled=true", *values) for a in ("--set", v)]
-    text = helm("template", "r", str(CHART), *sets,
-                "--show-only", "templates/prometheusrule.yaml").stdout
+    text = helm(
+        "template", "r", str(CHART), *sets, "--show-only", "templates/prometheusrule.yaml"
+    ).stdout
     return dict(yaml.safe_load(text)["spec"])
 
 
@@ -69,9 +70,7 @@ class Prometheus:
         self.workdir = workdir
         config: Obj = {
             "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-            "scrape_configs": [
-                {"job_name": "imageops", "static_configs": [{"targets": targets}]}
-            ],
+            "scrape_configs": [{"job_name": "imageops", "static_configs": [{"targets": targets}]}],
         }
         if rules is not None:
             (workdir / "rules.yaml").write_text(yaml.safe_dump(rules))
@@ -84,14 +83,22 @@ class Prometheus:
         """Start and wait until ready and every target has been scraped once."""
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
-                [binary("prometheus"), f"--config.file={self.workdir / 'prometheus.yml'}",
-                 f"--storage.tsdb.path={self.workdir / 'data'}",
-                 f"--web.listen-address=127.0.0.1:{self.port}",
-                 "--storage.tsdb.retention.time=1h"],
-                stdout=log, stderr=subprocess.STDOUT)
+                [
+                    binary("prometheus"),
+                    f"--config.file={self.workdir / 'prometheus.yml'}",
+                    f"--storage.tsdb.path={self.workdir / 'data'}",
+                    f"--web.listen-address=127.0.0.1:{self.port}",
+                    "--storage.tsdb.retention.time=1h",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         wait_until(self._ready, timeout=60, what="prometheus ready")
-        wait_until(lambda: self.query("up") and all(v == 1 for _, v in self.values("up")),
-                   timeout=30, what="every target up")
+        wait_until(
+            lambda: self.query("up") and all(v == 1 for _, v in self.values("up")),
+            timeout=30,
+            what="every target up",
+        )
         return self
 
     def _ready(self) -> bool:
@@ -135,8 +142,9 @@ class Prometheus:
 
     def firing(self, name: str) -> list[Obj]:
         """The firing alerts called ``name``."""
-        return [a for a in self.alerts() if a["labels"]["alertname"] == name
-                and a["state"] == "firing"]
+        return [
+            a for a in self.alerts() if a["labels"]["alertname"] == name and a["state"] == "firing"
+        ]
 
 
 def finite(values: list[tuple[dict[str, str], float]]) -> list[tuple[dict[str, str], float]]:

@@ -34,15 +34,22 @@ from tests.e2e.conftest import missing
 pytestmark = pytest.mark.e2e
 
 
-
 # ---- lint, CRDs, values -----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("values", [
-    [],
-    ["watchNamespaces={apps,builds}", "agent.dockerGid=999", "metrics.serviceMonitor.enabled=true",
-     "agent.allowedRegistries={registry.example.com:5000,*.example.org}", "crds.install=false"],
-])
+@pytest.mark.parametrize(
+    "values",
+    [
+        [],
+        [
+            "watchNamespaces={apps,builds}",
+            "agent.dockerGid=999",
+            "metrics.serviceMonitor.enabled=true",
+            "agent.allowedRegistries={registry.example.com:5000,*.example.org}",
+            "crds.install=false",
+        ],
+    ],
+)
 def test_helm_lint(values: list[str]) -> None:
     sets = [a for v in values for a in ("--set", v)]
     out = helm("lint", "--strict", str(CHART), *sets)
@@ -54,8 +61,15 @@ def test_chart_crds_are_the_repository_crds() -> None:
     repo = {p.name: p.read_bytes() for p in sorted((REPO / "crds").glob("*.yaml"))}
     chart = {p.name: p.read_bytes() for p in sorted((CHART / "files/crds").glob("*.yaml"))}
     assert chart == repo, "charts/imageops/files/crds differs from crds/: run `make chart-crds`"
-    text = helm("template", "r", str(CHART), "--set", "crds.keep=false",
-                "--show-only", "templates/crds.yaml").stdout
+    text = helm(
+        "template",
+        "r",
+        str(CHART),
+        "--set",
+        "crds.keep=false",
+        "--show-only",
+        "templates/crds.yaml",
+    ).stdout
     docs = [re.sub(r"\A# Source: [^\n]*\n", "", d) for d in text.split("---\n") if d.strip()]
     assert sorted(d.strip() for d in docs) == sorted(t.decode().strip() for t in repo.values())
     kept = [d for d in render("r", "default") if d["kind"] == "CustomResourceDefinition"]
@@ -65,29 +79,35 @@ def test_chart_crds_are_the_repository_crds() -> None:
         assert annotations == {"helm.sh/resource-policy": "keep"}
         assert crd == originals[crd["metadata"]["name"]]
     assert len(kept) == len(originals)
-    assert not [d for d in render("r", "default", "crds.install=false")
-                if d["kind"] == "CustomResourceDefinition"]
+    assert not [
+        d
+        for d in render("r", "default", "crds.install=false")
+        if d["kind"] == "CustomResourceDefinition"
+    ]
 
 
-@pytest.mark.parametrize(("value", "error"), [
-    ("agent.maxConcurrent=abc", "/agent/maxConcurrent': got string, want integer"),
-    ("agent.maxConcurrent=0", "/agent/maxConcurrent': minimum"),
-    ("agent.dockerGid=docker", "/agent/dockerGid"),
-    ("agent.dockerGid=-1", "/agent/dockerGid': minimum"),
-    ("agent.dockerBackend=shell", "/agent/dockerBackend"),
-    ("agent.dockerSocket=var/run/docker.sock", "/agent/dockerSocket"),
-    ("agent.allowedRegistries[0]=https://registry.example.com", "/agent/allowedRegistries/0"),
-    ("agent.backoff.base=0", "/agent/backoff/base"),
-    ("watchNamespaces=apps", "/watchNamespaces': got string, want array"),
-    ("watchNamespaces[0]=Not_A_Namespace", "/watchNamespaces/0"),
-    ("crds.install=yes-please", "/crds/install': got string, want boolean"),
-    ("image.pullPolicy=Sometimes", "/image/pullPolicy"),
-    ("logLevel=LOUD", "/logLevel"),
-    ("metrics.port=70000", "/metrics/port': maximum"),
-    ("metrics.serviceMonitor.interval=often", "/metrics/serviceMonitor/interval"),
-    ("replicas=2", "additional properties 'replicas' not allowed"),
-    ("agent.maxConcurency=3", "additional properties 'maxConcurency' not allowed"),
-])
+@pytest.mark.parametrize(
+    ("value", "error"),
+    [
+        ("agent.maxConcurrent=abc", "/agent/maxConcurrent': got string, want integer"),
+        ("agent.maxConcurrent=0", "/agent/maxConcurrent': minimum"),
+        ("agent.dockerGid=docker", "/agent/dockerGid"),
+        ("agent.dockerGid=-1", "/agent/dockerGid': minimum"),
+        ("agent.dockerBackend=shell", "/agent/dockerBackend"),
+        ("agent.dockerSocket=var/run/docker.sock", "/agent/dockerSocket"),
+        ("agent.allowedRegistries[0]=https://registry.example.com", "/agent/allowedRegistries/0"),
+        ("agent.backoff.base=0", "/agent/backoff/base"),
+        ("watchNamespaces=apps", "/watchNamespaces': got string, want array"),
+        ("watchNamespaces[0]=Not_A_Namespace", "/watchNamespaces/0"),
+        ("crds.install=yes-please", "/crds/install': got string, want boolean"),
+        ("image.pullPolicy=Sometimes", "/image/pullPolicy"),
+        ("logLevel=LOUD", "/logLevel"),
+        ("metrics.port=70000", "/metrics/port': maximum"),
+        ("metrics.serviceMonitor.interval=often", "/metrics/serviceMonitor/interval"),
+        ("replicas=2", "additional properties 'replicas' not allowed"),
+        ("agent.maxConcurency=3", "additional properties 'maxConcurency' not allowed"),
+    ],
+)
 def test_values_schema_rejects(value: str, error: str) -> None:
     out = helm("template", "r", str(CHART), "--set", value, check=False)
     assert out.returncode != 0, f"{value} was accepted"
@@ -120,8 +140,14 @@ def test_every_values_key_has_a_comment_and_a_row_in_the_docs() -> None:
 def _inside_free_map(key: str) -> bool:
     # Keys inside Kubernetes objects passed through as they are (securityContext,
     # resources, nodeSelector...) are documented by their parent's row.
-    parents = ("podSecurityContext.", "securityContext.", "controller.resources.",
-               "agent.resources.", "agent.nodeSelector.", "agent.updateStrategy.")
+    parents = (
+        "podSecurityContext.",
+        "securityContext.",
+        "controller.resources.",
+        "agent.resources.",
+        "agent.nodeSelector.",
+        "agent.updateStrategy.",
+    )
     return key.startswith(parents)
 
 
@@ -132,10 +158,20 @@ def _install_servicemonitor_crd() -> None:
     crd = Path(helm_binary()).resolve().parent / "monitoring.coreos.com_servicemonitors.yaml"
     if not crd.is_file():
         missing(f"{crd} is missing: re-run hack/build-tools.sh (make testenv-up)")
-    kubectl("apply", "--server-side", "--force-conflicts", "--field-manager=imageops-e2e",
-            "-f", str(crd))
-    kubectl("wait", "--for=condition=Established", "--timeout=30s",
-            "crd/servicemonitors.monitoring.coreos.com")
+    kubectl(
+        "apply",
+        "--server-side",
+        "--force-conflicts",
+        "--field-manager=imageops-e2e",
+        "-f",
+        str(crd),
+    )
+    kubectl(
+        "wait",
+        "--for=condition=Established",
+        "--timeout=30s",
+        "crd/servicemonitors.monitoring.coreos.com",
+    )
 
 
 def _default_service_account(namespace: str) -> None:
@@ -150,30 +186,59 @@ def test_rendered_chart_is_accepted_by_the_api_server(
 ) -> None:
     _install_servicemonitor_crd()
     _default_service_account(namespace)
-    values = ["metrics.serviceMonitor.enabled=true", "agent.dockerGid=999",
-              "agent.allowedRegistries={registry.example.com:5000}",
-              "agent.tolerations[0].operator=Exists",
-              "agent.priorityClassName=system-node-critical"]
+    values = [
+        "metrics.serviceMonitor.enabled=true",
+        "agent.dockerGid=999",
+        "agent.allowedRegistries={registry.example.com:5000}",
+        "agent.tolerations[0].operator=Exists",
+        "agent.priorityClassName=system-node-critical",
+    ]
     if watch:
         values.append(f"watchNamespaces={{{namespace},{other_namespace}}}")
     objects = render(release_name(), namespace, *values)
-    out = kubectl("apply", "--dry-run=server", "--server-side", "--force-conflicts",
-                  "--field-manager=imageops-e2e", "-f", "-", stdin=dump(objects))
+    out = kubectl(
+        "apply",
+        "--dry-run=server",
+        "--server-side",
+        "--force-conflicts",
+        "--field-manager=imageops-e2e",
+        "-f",
+        "-",
+        stdin=dump(objects),
+    )
     accepted = [line for line in out.stdout.splitlines() if line.endswith("(server dry run)")]
     assert len(accepted) == len(objects), out.stdout + out.stderr
     kinds = sorted({o["kind"] for o in objects})
-    assert kinds == sorted({"ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition",
-                            "DaemonSet", "Deployment", "Pod", "Role", "RoleBinding", "Service",
-                            "ServiceAccount", "ServiceMonitor"})
+    assert kinds == sorted(
+        {
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "CustomResourceDefinition",
+            "DaemonSet",
+            "Deployment",
+            "Pod",
+            "Role",
+            "RoleBinding",
+            "Service",
+            "ServiceAccount",
+            "ServiceMonitor",
+        }
+    )
     roles = [o for o in objects if o["kind"] == "Role"]
     # watchNamespaces: per role one Role per watched namespace, plus the heartbeat Role.
     assert len(roles) == (6 if watch else 2)
 
 
 def test_workloads_follow_the_values(namespace: str) -> None:
-    objects = render("r", namespace, "agent.dockerGid=0", "agent.maxConcurrent=3",
-                     "agent.dockerSocket=/run/docker.sock", "watchNamespaces={apps}",
-                     "agent.allowedRegistries={a.example.com,b.example.com:5000}")
+    objects = render(
+        "r",
+        namespace,
+        "agent.dockerGid=0",
+        "agent.maxConcurrent=3",
+        "agent.dockerSocket=/run/docker.sock",
+        "watchNamespaces={apps}",
+        "agent.allowedRegistries={a.example.com,b.example.com:5000}",
+    )
     by_kind = {o["kind"]: o for o in objects if o["kind"] in ("Deployment", "DaemonSet")}
     deploy, ds = by_kind["Deployment"], by_kind["DaemonSet"]
     assert deploy["spec"]["replicas"] == 1 and deploy["spec"]["strategy"] == {"type": "Recreate"}
@@ -209,16 +274,27 @@ def test_install_upgrade_uninstall(namespace: str) -> None:
     release = release_name()
     # The session's CRDs are not Helm's: a release must not adopt them (crds.install=false).
     out = helm("install", release, str(CHART), "-n", namespace, "--set", "crds.install=false")
-    notes = out.stdout[out.stdout.index("NOTES:"):]
+    notes = out.stdout[out.stdout.index("NOTES:") :]
     fullname = f"{release}-imageops"
     assert f"kubectl -n {namespace} rollout status deployment/{fullname}-controller" in notes
     assert f"kubectl -n {namespace} rollout status daemonset/{fullname}-agent" in notes
     assert f"helm test {release} -n {namespace}" in notes and "agent.dockerGid is not set" in notes
     try:
-        helm("upgrade", release, str(CHART), "-n", namespace, "--reuse-values",
-             "--set", "agent.maxConcurrent=7", "--set", "agent.dockerGid=999")
-        ds = yaml.safe_load(kubectl("get", "daemonset", f"{fullname}-agent", "-n", namespace,
-                                    "-o", "yaml").stdout)
+        helm(
+            "upgrade",
+            release,
+            str(CHART),
+            "-n",
+            namespace,
+            "--reuse-values",
+            "--set",
+            "agent.maxConcurrent=7",
+            "--set",
+            "agent.dockerGid=999",
+        )
+        ds = yaml.safe_load(
+            kubectl("get", "daemonset", f"{fullname}-agent", "-n", namespace, "-o", "yaml").stdout
+        )
         pod = ds["spec"]["template"]["spec"]
         args = pod["containers"][0]["args"]
         assert args[args.index("--max-concurrent") + 1] == "7"
@@ -227,8 +303,15 @@ def test_install_upgrade_uninstall(namespace: str) -> None:
         assert '"version":2' in revision.replace(" ", "")
     finally:
         helm("uninstall", release, "-n", namespace, "--wait", "--timeout", "60s")
-    left = kubectl("get", "clusterrole", f"{fullname}-agent", f"{fullname}-controller",
-                   "--ignore-not-found", "-o", "name").stdout
+    left = kubectl(
+        "get",
+        "clusterrole",
+        f"{fullname}-agent",
+        f"{fullname}-controller",
+        "--ignore-not-found",
+        "-o",
+        "name",
+    ).stdout
     assert left.strip() == ""
 
 
@@ -238,6 +321,7 @@ def test_kind_up_script_is_clean() -> None:
     shellcheck = shutil.which("shellcheck")
     if shellcheck is None:
         missing("shellcheck is missing (hack/testenv.sh installs it)")
-    out = subprocess.run([shellcheck, "-x", str(script)], capture_output=True, text=True,
-                         check=False)
+    out = subprocess.run(
+        [shellcheck, "-x", str(script)], capture_output=True, text=True, check=False
+    )
     assert out.returncode == 0, out.stdout

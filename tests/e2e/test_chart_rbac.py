@@ -34,8 +34,11 @@ pytestmark = pytest.mark.e2e
 
 
 RBAC_KINDS = {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"}
-IMGOP, WF, SESS = ("imageoperations.imageops.dev", "workflows.imageops.dev",
-                   "imagesessions.imageops.dev")
+IMGOP, WF, SESS = (
+    "imageoperations.imageops.dev",
+    "workflows.imageops.dev",
+    "imagesessions.imageops.dev",
+)
 CRD, LEASE = "customresourcedefinitions.apiextensions.k8s.io", "leases.coordination.k8s.io"
 # (verbs, resource, subresource, where): where is "watched", "other", "release" or "cluster".
 Check = tuple[str, str, str, str]
@@ -87,8 +90,11 @@ CONTROLLER_MAY_NOT: list[Check] = [
     ("create,patch,delete", CRD, "", "cluster"),
 ]
 # Only with watchNamespaces: nothing at all outside the watched namespaces.
-OUTSIDE: list[Check] = [("get", "secrets", "", "other"), ("get,list,watch", IMGOP, "", "other"),
-                        ("create", "events", "", "other")]
+OUTSIDE: list[Check] = [
+    ("get", "secrets", "", "other"),
+    ("get,list,watch", IMGOP, "", "other"),
+    ("create", "events", "", "other"),
+]
 # Only with watchNamespaces: kopf's namespace observer (see _helpers.tpl); never more.
 NAMESPACES: list[Check] = [("list,watch", "namespaces", "", "cluster")]
 NAMESPACES_NEVER: list[Check] = [("get,create,patch,delete", "namespaces", "", "cluster")]
@@ -125,12 +131,15 @@ class Install:
         cases = [(v, r, s, w) for verbs, r, s, w in checks for v in verbs.split(",")]
         with ThreadPoolExecutor(8) as pool:
             answers = list(pool.map(lambda c: self.can(role, *c), cases))
-        return {f"{v} {r}{'/' + s if s else ''} in {w}": a
-                for (v, r, s, w), a in zip(cases, answers, strict=True)}
+        return {
+            f"{v} {r}{'/' + s if s else ''} in {w}": a
+            for (v, r, s, w), a in zip(cases, answers, strict=True)
+        }
 
 
-def _install(namespace: str, watched: str, other: str,
-             watch: bool) -> Generator[Install, None, None]:
+def _install(
+    namespace: str, watched: str, other: str, watch: bool
+) -> Generator[Install, None, None]:
     release = release_name()
     values = [f"watchNamespaces={{{watched}}}"] if watch else []
     objects = [o for o in render(release, namespace, *values) if o["kind"] in RBAC_KINDS]
@@ -139,13 +148,13 @@ def _install(namespace: str, watched: str, other: str,
     try:
         yield Install(release, namespace, watched, other, watch)
     finally:
-        kubectl("delete", "--ignore-not-found", "--wait=false", "-f", "-",
-                stdin=text, check=False)
+        kubectl("delete", "--ignore-not-found", "--wait=false", "-f", "-", stdin=text, check=False)
 
 
 @pytest.fixture(params=[False, True], ids=["cluster-wide", "watchNamespaces"])
-def installed(request: pytest.FixtureRequest, namespace: str,
-              other_namespace: str, kube: client.ApiClient) -> Iterator[Install]:
+def installed(
+    request: pytest.FixtureRequest, namespace: str, other_namespace: str, kube: client.ApiClient
+) -> Iterator[Install]:
     """The chart's RBAC in both modes: release namespace, a watched and an unwatched one."""
     core = client.CoreV1Api(kube)
     watched = make_namespace(core)
@@ -200,13 +209,30 @@ def _forbidden(log: str) -> list[str]:
     return [line for line in log.splitlines() if "forbidden" in line.lower()]
 
 
-def _start(role: str, install: Install, node: str, tmp_path: Path,
-           monkeypatch: pytest.MonkeyPatch, watch: bool) -> OperatorProcess:
+def _start(
+    role: str,
+    install: Install,
+    node: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    watch: bool,
+) -> OperatorProcess:
     config = _kubeconfig(install, role, tmp_path / f"{role}.kubeconfig")
     proc = OperatorProcess(node, log_dir=tmp_path)
     scope = ["--namespace", install.watched] if watch else ["--all-namespaces"]
-    proc.args = ["--role", role, "--node-name", node, "--metrics-port", str(proc.metrics_port),
-                 *scope, "--backoff-base", "1", "--backoff-cap", "2"]
+    proc.args = [
+        "--role",
+        role,
+        "--node-name",
+        node,
+        "--metrics-port",
+        str(proc.metrics_port),
+        *scope,
+        "--backoff-base",
+        "1",
+        "--backoff-cap",
+        "2",
+    ]
     # Only the operator process gets the ServiceAccount's kubeconfig (read at start).
     with monkeypatch.context() as env:
         env.setenv("KUBECONFIG", str(config))
@@ -217,8 +243,13 @@ def _start(role: str, install: Install, node: str, tmp_path: Path,
 
 @pytest.mark.parametrize("watch", [False, True], ids=["cluster-wide", "watchNamespaces"])
 def test_roles_work_with_only_the_chart_rbac(
-    namespace: str, other_namespace: str, kube: client.ApiClient, testbed: Testbed,
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, watch: bool,
+    namespace: str,
+    other_namespace: str,
+    kube: client.ApiClient,
+    testbed: Testbed,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    watch: bool,
 ) -> None:
     """A push with credentials (Secret get, status, Events) by the agent's identity."""
     install_gen = _install(namespace, namespace, other_namespace, watch)
@@ -233,13 +264,24 @@ def test_roles_work_with_only_the_chart_rbac(
         ops.secret("regcred", testbed.dockerconfigjson())
         source = testbed.make_image(testbed.unique())
         target = testbed.unique(testbed.auth_registry)
-        ops.create("push", {"action": "Push", "image": source, "target": target, "nodeName": node,
-                            "credentials": {"secretRef": {"name": "regcred"}}})
+        ops.create(
+            "push",
+            {
+                "action": "Push",
+                "image": source,
+                "target": target,
+                "nodeName": node,
+                "credentials": {"secretRef": {"name": "regcred"}},
+            },
+        )
         status = ops.wait_phase("push", timeout=60)
         assert status["phase"] == "Succeeded", (status, agent.log())
         assert status["digest"] == testbed.registry_digest(target, auth=True)
-        wait_until(lambda: {"Started", "Succeeded"} <= {e["reason"] for e in ops.events("push")},
-                   10, "the agent's Events")
+        wait_until(
+            lambda: {"Started", "Succeeded"} <= {e["reason"] for e in ops.events("push")},
+            10,
+            "the agent's Events",
+        )
         for running in (agent, controller):
             assert not _forbidden(running.log()), running.log()
     finally:

@@ -16,7 +16,9 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from imageops.models.base import API_VERSION, GROUP, VERSION
+from imageops.models.common import IMAGE_REF_MESSAGE
 from imageops.models.crd import RESOURCES
+from imageops.services.reference import parse_reference
 
 pytestmark = pytest.mark.e2e
 
@@ -116,6 +118,13 @@ def step(name: str, **extra: Any) -> Obj:
         (pull(timeoutSeconds=0), "spec.timeoutSeconds in body should be greater than or equal"),
         (pull(action="Delete"), 'spec.action: Unsupported value: "Delete"'),
         (pull(image="Not A Reference"), "spec.image in body should match"),
+        (pull(image="UPPER/Case::bad"), "spec.image in body should match"),
+        (pull(image="UPPER/Case::bad"), f"image {IMAGE_REF_MESSAGE}"),
+        (pull(image="app/Upper:1"), f"image {IMAGE_REF_MESSAGE}"),
+        (pull(image="host:port/repo"), f"image {IMAGE_REF_MESSAGE}"),
+        (pull(image="busybox:-tag"), f"image {IMAGE_REF_MESSAGE}"),
+        (pull(image="busybox@sha256:abc"), f"image {IMAGE_REF_MESSAGE}"),
+        ({"action": "Tag", "image": "app:1", "target": "a//b"}, f"target {IMAGE_REF_MESSAGE}"),
         (pull(nodeName="Upper_Case"), "spec.nodeName in body should match"),
         (pull(bogus=1), 'unknown field "spec.bogus"'),
         (None, "spec: Required value"),
@@ -185,7 +194,15 @@ def test_field_selector_on_node_name(objects: Objects, kubectl: Kubectl) -> None
         assert other.returncode != 0 and "field label not supported" in other.stderr
         table = kubectl("get", "imageops", "-n", ns, "-o", "wide").stdout.splitlines()[0].split()
         assert table == [
-            "NAME", "PHASE", "ACTION", "IMAGE", "NODE", "DIGEST", "PROGRESS", "ATTEMPTS", "AGE"
+            "NAME",
+            "PHASE",
+            "ACTION",
+            "IMAGE",
+            "NODE",
+            "DIGEST",
+            "PROGRESS",
+            "ATTEMPTS",
+            "AGE",
         ]
     finally:
         for name in names:
@@ -236,10 +253,28 @@ def test_field_selector_on_node_name(objects: Objects, kubectl: Kubectl) -> None
             {
                 "steps": [
                     step("a"),
-                    {"name": "b", "action": "Tag", "target": "app:2", "imageFrom": {"step": "a"}},
+                    {
+                        "name": "b",
+                        "action": "Tag",
+                        "target": "app:2",
+                        "imageFrom": {"step": "nope"},
+                    },
                 ]
             },
-            "step b: imageFrom.step must also be listed in dependsOn",
+            "spec.steps[].imageFrom.step must name a step of this workflow",
+        ),
+        (
+            {
+                "steps": [
+                    step("a"),
+                    {"name": "b", "action": "Tag", "target": "app:2", "imageFrom": {"step": "b"}},
+                ]
+            },
+            "step b: imageFrom cannot name the step itself",
+        ),
+        (
+            {"steps": [step("a", image="Registry.local/UP:1")]},
+            f"image {IMAGE_REF_MESSAGE}",
         ),
         ({"steps": [step("a", dependsOn=["a"])]}, "step a: a step cannot depend on itself"),
         ({"steps": []}, "spec.steps in body should have at least 1 items"),
@@ -285,6 +320,73 @@ def test_valid_workflow_is_accepted_with_defaults(objects: Objects) -> None:
     assert (created["allNodes"], created["createSession"]) == (True, False)
     assert created["steps"][1] == {**steps[1], "force": False, "dryRun": False}
     assert "backoffLimit" not in created["steps"][2]  # inherited from spec.defaults later
+
+
+def test_image_from_implies_the_dependency_on_an_ancestor(objects: Objects) -> None:
+    """pull -> tag -> push, the push taking the pull's image: no dependsOn on pull needed."""
+    steps = [
+        step("pull"),
+        {
+            "name": "tag",
+            "action": "Tag",
+            "imageFrom": {"step": "pull"},
+            "target": "registry.local:5000/app:stable",
+        },
+        {
+            "name": "push",
+            "action": "Push",
+            "imageFrom": {"step": "pull"},
+            "dependsOn": ["tag"],
+            "target": "registry.local:5000/app:2.0",
+        },
+    ]
+    assert [s["name"] for s in objects.create("Workflow", {"steps": steps})["spec"]["steps"]] == [
+        "pull",
+        "tag",
+        "push",
+    ]
+
+
+@pytest.mark.parametrize(
+    "image",
+    [
+        "busybox",
+        "busybox:1.36",
+        "library/busybox:latest",
+        "127.0.0.1:5000/team/app:1.0",
+        "localhost/app",
+        "localhost:5000/a__b/c--d/e.f_g:_t",
+        "Registry.Example.com/app",
+        "[2001:db8::1]:5000/repo:t",
+        f"app@{DIGEST}",
+        f"r.local:5000/app:1@{DIGEST}",
+        DIGEST,
+    ],
+)
+def test_image_reference_grammar_accepts_what_the_agent_parses(
+    objects: Objects, image: str
+) -> None:
+    parse_reference(image)  # the agent's parser agrees
+    assert objects.create("ImageOperation", pull(image=image))["spec"]["image"] == image
+
+
+def test_fresh_objects_read_not_yet_observed(objects: Objects) -> None:
+    """status.observedGeneration 0 from the first moment (status is dropped on create)."""
+    for kind, spec in (
+        ("ImageOperation", pull(nodeName="nobody")),
+        ("Workflow", {"steps": [step("a")]}),
+        ("ImageSession", None),
+    ):
+        created = objects.create(kind, spec, name="fresh", dry_run=False)
+        try:
+            assert created["metadata"]["generation"] == 1
+            assert created["status"]["observedGeneration"] == 0, created.get("status")
+            got = objects.custom.get_namespaced_custom_object(
+                GROUP, VERSION, objects.namespace, RESOURCES[kind].plural, "fresh"
+            )
+            assert got["status"]["observedGeneration"] == 0  # type: ignore[index]
+        finally:
+            objects.delete(kind, "fresh")
 
 
 def test_largest_workflow_fits_the_cel_cost_budget(objects: Objects) -> None:

@@ -44,26 +44,53 @@ BASE_REPO = "imageops-test/python-base"
 BASE_RECIPE = "1"
 MULTIARCH = "usr/lib/x86_64-linux-gnu"
 # Not needed by the operator, large, or linked against X11.
-SKIP_DIRS = {"site-packages", "test", "tests", "idle_test", "idlelib", "tkinter", "turtledemo",
-             "__pycache__", "lib2to3"}
+SKIP_DIRS = {
+    "site-packages",
+    "test",
+    "tests",
+    "idle_test",
+    "idlelib",
+    "tkinter",
+    "turtledemo",
+    "__pycache__",
+    "lib2to3",
+}
 SKIP_FILE = re.compile(r"(^_tkinter\..*\.so$|\.pyc$|^libpython.*\.a$)")
 # The libraries manylinux wheels (pydantic-core, aiohttp, PyYAML...) may link (PEP 600).
-EXTRA_LIBS = ("libgcc_s.so.1", "libstdc++.so.6", "libpthread.so.0", "libdl.so.2", "librt.so.1",
-              "libutil.so.1", "libm.so.6", "libc.so.6")
+EXTRA_LIBS = (
+    "libgcc_s.so.1",
+    "libstdc++.so.6",
+    "libpthread.so.0",
+    "libdl.so.2",
+    "librt.so.1",
+    "libutil.so.1",
+    "libm.so.6",
+    "libc.so.6",
+)
 CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 Member = tuple[str, Path | None, str | None, int]  # arcname, source file, link target, mode
 
 
-def _docker(host: str, *args: str, timeout: float = 900,
-            input_bytes: bytes | None = None) -> subprocess.CompletedProcess[str]:
-    out = subprocess.run(["docker", "-H", host, *args], input=input_bytes, capture_output=True,
-                         timeout=timeout, check=False)
-    result = subprocess.CompletedProcess(out.args, out.returncode,
-                                         out.stdout.decode(errors="replace"),
-                                         out.stderr.decode(errors="replace"))
+def _docker(
+    host: str, *args: str, timeout: float = 900, input_bytes: bytes | None = None
+) -> subprocess.CompletedProcess[str]:
+    out = subprocess.run(
+        ["docker", "-H", host, *args],
+        input=input_bytes,
+        capture_output=True,
+        timeout=timeout,
+        check=False,
+    )
+    result = subprocess.CompletedProcess(
+        out.args,
+        out.returncode,
+        out.stdout.decode(errors="replace"),
+        out.stderr.decode(errors="replace"),
+    )
     if result.returncode != 0:
-        raise AssertionError(f"docker {' '.join(args[:3])} failed:\n{result.stdout[-3000:]}\n"
-                             f"{result.stderr[-3000:]}")
+        raise AssertionError(
+            f"docker {' '.join(args[:3])} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+        )
     return result
 
 
@@ -75,8 +102,10 @@ def _prefix() -> Path:
     prefix = Path(sys.base_prefix)
     shared = prefix / "lib/libpython3.11.so.1.0"
     if sys.version_info[:2] != (3, 11) or not shared.is_file():
-        pytest.fail(f"the image base is made from a CPython 3.11 built with --enable-shared; "
-                    f"this is {sys.version} at {prefix}")
+        pytest.fail(
+            f"the image base is made from a CPython 3.11 built with --enable-shared; "
+            f"this is {sys.version} at {prefix}"
+        )
     return prefix
 
 
@@ -103,8 +132,9 @@ def _shared_libs(prefix: Path) -> list[Path]:
     binaries = [prefix / "bin/python3.11", *modules]
     found: set[Path] = set()
     for binary in binaries:
-        out = subprocess.run(["ldd", str(binary)], capture_output=True, text=True,
-                             check=False).stdout
+        out = subprocess.run(
+            ["ldd", str(binary)], capture_output=True, text=True, check=False
+        ).stdout
         for match in re.finditer(r"=> (/\S+)", out):
             if not match.group(1).startswith(str(prefix)):  # libpython: added on its own
                 found.add(Path(match.group(1)))
@@ -123,12 +153,29 @@ def _busybox() -> Path:
 
 def _base_members(prefix: Path) -> list[Member]:
     members: list[Member] = []
-    for d in ("usr", "usr/bin", "usr/lib", MULTIARCH, "usr/lib64", "usr/local", "usr/local/bin",
-              "usr/local/lib", "etc", "home", "root", "var"):
+    for d in (
+        "usr",
+        "usr/bin",
+        "usr/lib",
+        MULTIARCH,
+        "usr/lib64",
+        "usr/local",
+        "usr/local/bin",
+        "usr/local/lib",
+        "etc",
+        "home",
+        "root",
+        "var",
+    ):
         members.append((d, None, None, 0o755))
     members.append(("tmp", None, None, 0o1777))
-    for link, target in (("bin", "usr/bin"), ("lib", "usr/lib"), ("lib64", "usr/lib64"),
-                         ("sbin", "usr/bin"), ("usr/sbin", "bin")):
+    for link, target in (
+        ("bin", "usr/bin"),
+        ("lib", "usr/lib"),
+        ("lib64", "usr/lib64"),
+        ("sbin", "usr/bin"),
+        ("usr/sbin", "bin"),
+    ):
         members.append((link, None, target, 0o777))
     bb = _busybox()
     members.append(("usr/bin/busybox", bb, None, 0o755))
@@ -138,20 +185,37 @@ def _base_members(prefix: Path) -> list[Member]:
         real = lib.resolve()
         name = "ld-linux-x86-64.so.2" if lib.name.startswith("ld-linux") else lib.name
         members.append((f"{MULTIARCH}/{name}", real, None, 0o755))
-    members.append(("usr/lib64/ld-linux-x86-64.so.2", None,
-                    "../lib/x86_64-linux-gnu/ld-linux-x86-64.so.2", 0o777))
+    members.append(
+        (
+            "usr/lib64/ld-linux-x86-64.so.2",
+            None,
+            "../lib/x86_64-linux-gnu/ld-linux-x86-64.so.2",
+            0o777,
+        )
+    )
     # libpython is found in the default search path (the interpreter's RUNPATH names
     # the host's prefix, which the image does not have).
-    members.append((f"{MULTIARCH}/libpython3.11.so.1.0",
-                    (prefix / "lib/libpython3.11.so.1.0").resolve(), None, 0o755))
+    members.append(
+        (
+            f"{MULTIARCH}/libpython3.11.so.1.0",
+            (prefix / "lib/libpython3.11.so.1.0").resolve(),
+            None,
+            0o755,
+        )
+    )
     members.append(("usr/local/bin/python3.11", prefix / "bin/python3.11", None, 0o755))
-    members += [("usr/local/bin/python3", None, "python3.11", 0o777),
-                ("usr/local/bin/python", None, "python3.11", 0o777)]
+    members += [
+        ("usr/local/bin/python3", None, "python3.11", 0o777),
+        ("usr/local/bin/python", None, "python3.11", 0o777),
+    ]
     members += list(_stdlib_members(prefix))
     members.append(("usr/local/lib/python3.11/site-packages", None, None, 0o755))
     if CA_BUNDLE.is_file():
-        members += [("etc/ssl", None, None, 0o755), ("etc/ssl/certs", None, None, 0o755),
-                    (str(CA_BUNDLE).lstrip("/"), CA_BUNDLE.resolve(), None, 0o644)]
+        members += [
+            ("etc/ssl", None, None, 0o755),
+            ("etc/ssl/certs", None, None, 0o755),
+            (str(CA_BUNDLE).lstrip("/"), CA_BUNDLE.resolve(), None, 0o644),
+        ]
     return members
 
 
@@ -207,14 +271,21 @@ def python_base(docker_host: str) -> str:
     prefix = _prefix()
     members = _base_members(prefix)
     ref = f"{BASE_REPO}:{_base_key(members)}"
-    present = subprocess.run(["docker", "-H", docker_host, "image", "inspect", ref],
-                             capture_output=True, check=False)
+    present = subprocess.run(
+        ["docker", "-H", docker_host, "image", "inspect", ref], capture_output=True, check=False
+    )
     if present.returncode != 0:
         changes = ['CMD ["python3"]', "ENV PATH=/usr/local/bin:/usr/bin:/bin"]
         if CA_BUNDLE.is_file():
             changes += [f"ENV SSL_CERT_FILE={CA_BUNDLE}", f"ENV PIP_CERT={CA_BUNDLE}"]
-        _docker(docker_host, "import", *(a for c in changes for a in ("--change", c)), "-", ref,
-                input_bytes=_base_tar(members, prefix))
+        _docker(
+            docker_host,
+            "import",
+            *(a for c in changes for a in ("--change", c)),
+            "-",
+            ref,
+            input_bytes=_base_tar(members, prefix),
+        )
     return ref
 
 
@@ -235,17 +306,34 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     base_seconds = time.monotonic() - start
     previous = _image_id(host, IMAGE)
     start = time.monotonic()
-    _docker(host, "build", "--network", "host", "--build-arg", f"BASE_IMAGE={base}",
-            "--build-arg", f"DOCKER_GID={socket_gid(host)}", "-t", IMAGE, str(REPO), timeout=1500)
+    _docker(
+        host,
+        "build",
+        "--network",
+        "host",
+        "--build-arg",
+        f"BASE_IMAGE={base}",
+        "--build-arg",
+        f"DOCKER_GID={socket_gid(host)}",
+        "-t",
+        IMAGE,
+        str(REPO),
+        timeout=1500,
+    )
     seconds = time.monotonic() - start
     if previous and previous != _image_id(host, IMAGE):
         # The last run's image (and the layers only it used): the bed's disk is finite.
         subprocess.run(["docker", "-H", host, "rmi", previous], capture_output=True, check=False)
     size = int(_docker(host, "image", "inspect", "--format", "{{.Size}}", IMAGE).stdout)
     base_size = int(_docker(host, "image", "inspect", "--format", "{{.Size}}", base).stdout)
-    figures = {"ref": IMAGE, "base": base, "base_seconds": round(base_seconds, 1),
-               "build_seconds": round(seconds, 1), "size_mb": round(size / 1e6, 1),
-               "base_size_mb": round(base_size / 1e6, 1)}
+    figures = {
+        "ref": IMAGE,
+        "base": base,
+        "base_seconds": round(base_seconds, 1),
+        "build_seconds": round(seconds, 1),
+        "size_mb": round(size / 1e6, 1),
+        "base_size_mb": round(base_size / 1e6, 1),
+    }
     # Visible with -s, and kept next to the other pytest output for the record.
     print(f"\nimage figures: {json.dumps(figures)}")
     (tmp_path_factory.getbasetemp() / "image-figures.json").write_text(json.dumps(figures))
@@ -253,8 +341,12 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
 
 
 def _image_id(host: str, ref: str) -> str | None:
-    out = subprocess.run(["docker", "-H", host, "image", "inspect", "--format", "{{.Id}}", ref],
-                         capture_output=True, text=True, check=False)
+    out = subprocess.run(
+        ["docker", "-H", host, "image", "inspect", "--format", "{{.Id}}", ref],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     return out.stdout.strip() if out.returncode == 0 else None
 
 
@@ -270,9 +362,11 @@ def test_version(built: dict[str, object]) -> None:
 
 def test_non_root_with_the_socket_group_and_no_build_tools(built: dict[str, object]) -> None:
     ref, host = str(built["ref"]), str(built["host"])
-    probe = ("import json, os, shutil, importlib.util as u; print(json.dumps({'uid': os.getuid(), "
-             "'gid': os.getgid(), 'groups': os.getgroups(), 'pip': u.find_spec('pip') is not None, "
-             "'tools': [t for t in ('gcc', 'cc', 'make', 'pip') if shutil.which(t)]}))")
+    probe = (
+        "import json, os, shutil, importlib.util as u; print(json.dumps({'uid': os.getuid(), "
+        "'gid': os.getgid(), 'groups': os.getgroups(), 'pip': u.find_spec('pip') is not None, "
+        "'tools': [t for t in ('gcc', 'cc', 'make', 'pip') if shutil.which(t)]}))"
+    )
     got = json.loads(_run(built, "--entrypoint", "python", ref, "-c", probe))
     assert (got["uid"], got["gid"]) == (10001, 10001), got
     assert socket_gid(host) in got["groups"], got
@@ -294,22 +388,50 @@ def test_agent_in_the_image_serves_healthz_and_runs_an_operation(
     kubeconfig.chmod(0o644)
     node, port = f"img-{uuid.uuid4().hex[:8]}", free_port()
     name = f"imageops-e2e-{node}"
-    _docker(host, "run", "-d", "--name", name, "--network", "host", "--read-only",
-            "--tmpfs", "/tmp", "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
-            "-v", f"{kubeconfig}:/etc/imageops/kubeconfig:ro", "-e",
-            "KUBECONFIG=/etc/imageops/kubeconfig",
-            "-v", f"{host.removeprefix('unix://')}:/var/run/docker.sock",
-            "-e", "DOCKER_HOST=unix:///var/run/docker.sock",
-            # As the chart's downward API sets it: the heartbeat Lease's namespace.
-            "-e", f"POD_NAMESPACE={ops.namespace}",
-            str(built["ref"]), "run", "--role", "agent", "--node-name", node,
-            "--metrics-port", str(port), "--namespace", ops.namespace)
+    _docker(
+        host,
+        "run",
+        "-d",
+        "--name",
+        name,
+        "--network",
+        "host",
+        "--read-only",
+        "--tmpfs",
+        "/tmp",
+        "--cap-drop",
+        "ALL",
+        "--security-opt",
+        "no-new-privileges",
+        "-v",
+        f"{kubeconfig}:/etc/imageops/kubeconfig:ro",
+        "-e",
+        "KUBECONFIG=/etc/imageops/kubeconfig",
+        "-v",
+        f"{host.removeprefix('unix://')}:/var/run/docker.sock",
+        "-e",
+        "DOCKER_HOST=unix:///var/run/docker.sock",
+        # As the chart's downward API sets it: the heartbeat Lease's namespace.
+        "-e",
+        f"POD_NAMESPACE={ops.namespace}",
+        str(built["ref"]),
+        "run",
+        "--role",
+        "agent",
+        "--node-name",
+        node,
+        "--metrics-port",
+        str(port),
+        "--namespace",
+        ops.namespace,
+    )
     try:
         wait_until(lambda: _healthz(port, host, name), 60, "/healthz of the containerized agent")
         source = testbed.make_image(testbed.unique())
         target = testbed.unique()
-        ops.create("in-image",
-                   {"action": "Tag", "image": source, "target": target, "nodeName": node})
+        ops.create(
+            "in-image", {"action": "Tag", "image": source, "target": target, "nodeName": node}
+        )
         status = ops.wait_phase("in-image", timeout=60)
         assert status["phase"] == "Succeeded", status
         assert testbed.image_id(target) == testbed.image_id(source)
@@ -317,22 +439,43 @@ def test_agent_in_the_image_serves_healthz_and_runs_an_operation(
             text = resp.read().decode()
         assert 'imageops_operations_total{action="Tag",result="succeeded"} 1.0' in text
         # The chart's `helm test` pod, run from this image against this agent.
-        hook = _docker(host, "run", "--rm", "--network", "host", "--read-only", "--cap-drop",
-                       "ALL", "--entrypoint", "python", str(built["ref"]), "-c",
-                       _helm_test_script(port)).stdout
+        hook = _docker(
+            host,
+            "run",
+            "--rm",
+            "--network",
+            "host",
+            "--read-only",
+            "--cap-drop",
+            "ALL",
+            "--entrypoint",
+            "python",
+            str(built["ref"]),
+            "-c",
+            _helm_test_script(port),
+        ).stdout
         assert "imageops metrics service: healthy" in hook
     finally:
-        logs = subprocess.run(["docker", "-H", host, "logs", name], capture_output=True, text=True,
-                              check=False)
+        logs = subprocess.run(
+            ["docker", "-H", host, "logs", name], capture_output=True, text=True, check=False
+        )
         (tmp_path / "agent.log").write_text(logs.stdout + logs.stderr)
         subprocess.run(["docker", "-H", host, "rm", "-f", name], capture_output=True, check=False)
 
 
 def _helm_test_script(port: int) -> str:
     """The chart's test pod script, aimed at 127.0.0.1 instead of the Service."""
-    text = helm("template", "r", str(CHART), "--set", "fullnameOverride=hook",
-                "--set", f"metrics.service.port={port}",
-                "--show-only", "templates/tests/test-healthz.yaml").stdout
+    text = helm(
+        "template",
+        "r",
+        str(CHART),
+        "--set",
+        "fullnameOverride=hook",
+        "--set",
+        f"metrics.service.port={port}",
+        "--show-only",
+        "templates/tests/test-healthz.yaml",
+    ).stdout
     container = yaml.safe_load(text)["spec"]["containers"][0]
     assert container["command"] == ["python", "-c"]
     script = str(container["args"][0])
@@ -343,12 +486,12 @@ def _helm_test_script(port: int) -> str:
 def _healthz(port: int, host: str, name: str) -> bool:
     state = _docker(host, "inspect", "--format", "{{.State.Running}}", name).stdout.strip()
     if state != "true":
-        logs = subprocess.run(["docker", "-H", host, "logs", name], capture_output=True, text=True,
-                              check=False)
+        logs = subprocess.run(
+            ["docker", "-H", host, "logs", name], capture_output=True, text=True, check=False
+        )
         raise AssertionError(f"agent container exited:\n{logs.stdout}{logs.stderr}")
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as resp:
             return bool(resp.status == 200)
     except OSError:
         return False
-

@@ -43,8 +43,12 @@ from tests.testbed import Testbed
 pytestmark = pytest.mark.e2e
 
 HERE = Path(__file__).parent / "monitoring"
-ALERTS = ("ImageopsOperationsFailing", "ImageopsAgentMissing", "ImageopsOperationsStuck",
-          "ImageopsRegistryRateLimited")
+ALERTS = (
+    "ImageopsOperationsFailing",
+    "ImageopsAgentMissing",
+    "ImageopsOperationsStuck",
+    "ImageopsRegistryRateLimited",
+)
 MB = 1024 * 1024
 ZERO_AFTER_RUN = {"In flight", "Stuck operations", "Shared pulls"}
 
@@ -57,11 +61,21 @@ def test_rules_pass_promtool_check_and_unit_tests(tmp_path: Path) -> None:
     assert [r["alert"] for g in rules["groups"] for r in g["rules"]] == list(ALERTS)
     (tmp_path / "alerts.yaml").write_text(yaml.safe_dump(rules))
     shutil.copy(HERE / "alerts_test.yaml", tmp_path / "alerts_test.yaml")
-    checked = subprocess.run([binary("promtool"), "check", "rules", "alerts.yaml"], cwd=tmp_path,
-                             capture_output=True, text=True, check=False)
+    checked = subprocess.run(
+        [binary("promtool"), "check", "rules", "alerts.yaml"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert checked.returncode == 0 and "SUCCESS: 4 rules found" in checked.stdout, checked
-    tested = subprocess.run([binary("promtool"), "test", "rules", "alerts_test.yaml"],
-                            cwd=tmp_path, capture_output=True, text=True, check=False)
+    tested = subprocess.run(
+        [binary("promtool"), "test", "rules", "alerts_test.yaml"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert tested.returncode == 0, tested.stdout + tested.stderr
     # Every alert has a promtool test and a runbook section its runbook_url points at.
     tests = (HERE / "alerts_test.yaml").read_text()
@@ -78,9 +92,13 @@ def test_rules_pass_promtool_check_and_unit_tests(tmp_path: Path) -> None:
 def test_dashboard_and_rules_are_off_by_default_and_labelled_for_the_sidecar() -> None:
     kinds = {d["kind"] for d in render("r", "default")}
     assert "PrometheusRule" not in kinds and "ConfigMap" not in kinds
-    objects = render("r", "default", "metrics.dashboard.enabled=true",
-                     "metrics.prometheusRule.enabled=true",
-                     "metrics.prometheusRule.labels.release=kps")
+    objects = render(
+        "r",
+        "default",
+        "metrics.dashboard.enabled=true",
+        "metrics.prometheusRule.enabled=true",
+        "metrics.prometheusRule.labels.release=kps",
+    )
     cm = next(d for d in objects if d["kind"] == "ConfigMap")
     assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
     dash = json.loads(cm["data"]["imageops.json"])
@@ -96,23 +114,49 @@ def _install_prometheus_operator_crds() -> None:
     for plural in ("servicemonitors", "prometheusrules"):
         crd = here / f"monitoring.coreos.com_{plural}.yaml"
         assert crd.is_file(), f"{crd} is missing: re-run hack/build-tools.sh"
-        kubectl("apply", "--server-side", "--force-conflicts", "--field-manager=imageops-e2e",
-                "-f", str(crd))
-        kubectl("wait", "--for=condition=Established", "--timeout=30s",
-                f"crd/{plural}.monitoring.coreos.com")
+        kubectl(
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "--field-manager=imageops-e2e",
+            "-f",
+            str(crd),
+        )
+        kubectl(
+            "wait",
+            "--for=condition=Established",
+            "--timeout=30s",
+            f"crd/{plural}.monitoring.coreos.com",
+        )
 
 
 def test_prometheus_rule_servicemonitor_and_dashboard_are_accepted(namespace: str) -> None:
     _install_prometheus_operator_crds()
-    objects = [d for d in render("r", namespace, "metrics.dashboard.enabled=true",
-                                 "metrics.prometheusRule.enabled=true",
-                                 "metrics.serviceMonitor.enabled=true")
-               if d["kind"] in ("PrometheusRule", "ServiceMonitor", "ConfigMap")]
+    objects = [
+        d
+        for d in render(
+            "r",
+            namespace,
+            "metrics.dashboard.enabled=true",
+            "metrics.prometheusRule.enabled=true",
+            "metrics.serviceMonitor.enabled=true",
+        )
+        if d["kind"] in ("PrometheusRule", "ServiceMonitor", "ConfigMap")
+    ]
     assert sorted(d["kind"] for d in objects) == ["ConfigMap", "PrometheusRule", "ServiceMonitor"]
-    kubectl("apply", "--server-side", "--field-manager=imageops-e2e", "-n", namespace, "-f", "-",
-            stdin=yaml.safe_dump_all(objects))
-    stored = json.loads(kubectl("get", "prometheusrule", "r-imageops", "-n", namespace,
-                                "-o", "json").stdout)
+    kubectl(
+        "apply",
+        "--server-side",
+        "--field-manager=imageops-e2e",
+        "-n",
+        namespace,
+        "-f",
+        "-",
+        stdin=yaml.safe_dump_all(objects),
+    )
+    stored = json.loads(
+        kubectl("get", "prometheusrule", "r-imageops", "-n", namespace, "-o", "json").stdout
+    )
     rendered = next(d for d in objects if d["kind"] == "PrometheusRule")
     # Nothing pruned: the CRD's schema knows every field the chart writes.
     assert stored["spec"] == rendered["spec"]
@@ -122,13 +166,15 @@ def test_prometheus_rule_servicemonitor_and_dashboard_are_accepted(namespace: st
 
 
 @pytest.fixture(scope="module")
-def prometheus(operator: OperatorProcess, tmp_path_factory: pytest.TempPathFactory,
-               kube_api: client.ApiClient) -> Iterator[Prometheus]:
+def prometheus(
+    operator: OperatorProcess, tmp_path_factory: pytest.TempPathFactory, kube_api: client.ApiClient
+) -> Iterator[Prometheus]:
     """Prometheus scraping the main operator (every role), with the chart's rules (for: 0s)."""
     helm_binary()
     workdir = tmp_path_factory.mktemp("prometheus")
-    server = Prometheus(workdir, [f"127.0.0.1:{operator.metrics_port}"],
-                        rules=live_rules(chart_rules()))
+    server = Prometheus(
+        workdir, [f"127.0.0.1:{operator.metrics_port}"], rules=live_rules(chart_rules())
+    )
     server.start()
     yield server
     server.stop()
@@ -156,8 +202,11 @@ def _mixed_round(ops: Ops, testbed: Testbed, fake: FakeRateLimitedRegistry, tag:
         f"absent-{tag}": {"action": "Pull", "image": testbed.unique(tag="absent")},
         f"down-{tag}": {"action": "Pull", "image": "127.0.0.1:1/down/x:1", "backoffLimit": 1},
         # Two refusals a second apart, so that increase() sees one even on a fresh series.
-        f"throttled-{tag}": {"action": "Pull", "image": f"{fake.address}/lib/x:1",
-                             "backoffLimit": 1},
+        f"throttled-{tag}": {
+            "action": "Pull",
+            "image": f"{fake.address}/lib/x:1",
+            "backoffLimit": 1,
+        },
     }
     for name, spec in {f"pull-{tag}": {"action": "Pull", "image": fresh}, **failing}.items():
         ops.create(name, {**spec, **node})
@@ -178,7 +227,10 @@ def _mixed_round(ops: Ops, testbed: Testbed, fake: FakeRateLimitedRegistry, tag:
 
 
 def test_every_dashboard_query_returns_data_after_a_mixed_run(
-    prometheus: Prometheus, ops: Ops, testbed: Testbed, rate_limited: FakeRateLimitedRegistry,
+    prometheus: Prometheus,
+    ops: Ops,
+    testbed: Testbed,
+    rate_limited: FakeRateLimitedRegistry,
 ) -> None:
     # A first round creates every labelled series; the second moves each of them while
     # Prometheus watches, so rates and quantiles have increases to work on.
@@ -195,8 +247,10 @@ def test_every_dashboard_query_returns_data_after_a_mixed_run(
         if not values or (title not in ZERO_AFTER_RUN and max(v for _, v in values) <= 0):
             empty.append(title)
     assert not empty, f"dashboard panels without data: {empty}"
-    by_result = dict((m["result"], v) for m, v in prometheus.values(
-        'sum by (result) (increase(imageops_operations_total[5m]))'))
+    by_result = dict(
+        (m["result"], v)
+        for m, v in prometheus.values("sum by (result) (increase(imageops_operations_total[5m]))")
+    )
     assert by_result["succeeded"] > 0 and by_result["failed"] > 0
     reasons = {m["reason"] for m, _ in prometheus.values("sum by (reason) (imageops_errors_total)")}
     assert {"NotFound", "RegistryUnavailable", "RateLimited"} <= reasons
@@ -207,17 +261,27 @@ def _fake_agent_lease(kube_api: client.ApiClient, node: str) -> str:
     agent produces on demand): the controller sees the node live, nobody runs the work."""
     coordination = client.CoordinationV1Api(kube_api)
     namespace = os.environ.get("POD_NAMESPACE") or "default"
-    coordination.create_namespaced_lease(namespace, client.V1Lease(
-        metadata=client.V1ObjectMeta(name=f"imageops-agent-{node}",
-                                     labels={"imageops.dev/agent-node": node}),
-        spec=client.V1LeaseSpec(holder_identity=node, lease_duration_seconds=3600,
-                                renew_time=datetime.now(UTC))))
+    coordination.create_namespaced_lease(
+        namespace,
+        client.V1Lease(
+            metadata=client.V1ObjectMeta(
+                name=f"imageops-agent-{node}", labels={"imageops.dev/agent-node": node}
+            ),
+            spec=client.V1LeaseSpec(
+                holder_identity=node, lease_duration_seconds=3600, renew_time=datetime.now(UTC)
+            ),
+        ),
+    )
     return namespace
 
 
 def test_each_alert_fires_live(
-    prometheus: Prometheus, ops: Ops, testbed: Testbed, rate_limited: FakeRateLimitedRegistry,
-    kube_api: client.ApiClient, namespace: str,
+    prometheus: Prometheus,
+    ops: Ops,
+    testbed: Testbed,
+    rate_limited: FakeRateLimitedRegistry,
+    kube_api: client.ApiClient,
+    namespace: str,
 ) -> None:
     core = client.CoreV1Api(kube_api)
     coordination = client.CoordinationV1Api(kube_api)
@@ -230,13 +294,33 @@ def test_each_alert_fires_live(
         # Failing and rate-limited: a round of work with failures of three reasons.
         _mixed_round(ops, testbed, rate_limited, "live")
         # Stuck: Running since an hour ago on a "live" node that never ends it (1 s timeout).
-        ops.create("stuck", {"action": "Pull", "image": "127.0.0.1:1/x:1", "nodeName": ghost,
-                             "timeoutSeconds": 1, "backoffLimit": 0})
+        ops.create(
+            "stuck",
+            {
+                "action": "Pull",
+                "image": "127.0.0.1:1/x:1",
+                "nodeName": ghost,
+                "timeoutSeconds": 1,
+                "backoffLimit": 0,
+            },
+        )
         started = (datetime.now(UTC) - timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
         ops.custom.patch_namespaced_custom_object_status(
-            "imageops.dev", "v1alpha1", namespace, "imageoperations", "stuck",
-            {"status": {"phase": "Running", "startTime": started, "attempts": 1,
-                        "observedGeneration": 1, "node": ghost}})
+            "imageops.dev",
+            "v1alpha1",
+            namespace,
+            "imageoperations",
+            "stuck",
+            {
+                "status": {
+                    "phase": "Running",
+                    "startTime": started,
+                    "attempts": 1,
+                    "observedGeneration": 1,
+                    "node": ghost,
+                }
+            },
+        )
         expected = {
             "ImageopsOperationsFailing": ("reason", {"NotFound", "RateLimited"}),
             "ImageopsAgentMissing": ("node", {lonely}),

@@ -84,11 +84,20 @@ def test_an_agent_receives_only_its_own_nodes_events(
     agent = OperatorProcess(node, "--role", "agent", log_dir=log_dir).start()
     try:
         for i in range(3):
-            ops.create(f"mine-{i}", {"action": "Tag", "image": ref, "target": testbed.unique(),
-                                     "nodeName": node})
+            ops.create(
+                f"mine-{i}",
+                {"action": "Tag", "image": ref, "target": testbed.unique(), "nodeName": node},
+            )
         for i in range(5):
-            ops.create(f"other-{i}", {"action": "Tag", "image": ref, "target": testbed.unique(),
-                                      "nodeName": operator.node})
+            ops.create(
+                f"other-{i}",
+                {
+                    "action": "Tag",
+                    "image": ref,
+                    "target": testbed.unique(),
+                    "nodeName": operator.node,
+                },
+            )
         for name in [f"mine-{i}" for i in range(3)] + [f"other-{i}" for i in range(5)]:
             assert ops.wait_phase(name)["phase"] == "Succeeded"
         samples = agent.metrics()

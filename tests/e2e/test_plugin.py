@@ -49,8 +49,14 @@ def kubectl_imageops(*args: str, timeout: float = 180) -> subprocess.CompletedPr
     """``kubectl imageops ARGS`` through the real kubectl's plugin lookup, stdout piped."""
     if shutil.which("kubectl") is None:
         missing("kubectl is not on PATH: `source .testenv/env.sh`")
-    return subprocess.run(["kubectl", "imageops", *args], capture_output=True, text=True,
-                          timeout=timeout, env=_plugin_env(), check=False)
+    return subprocess.run(
+        ["kubectl", "imageops", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=_plugin_env(),
+        check=False,
+    )
 
 
 @pytest.fixture
@@ -85,13 +91,28 @@ class Tmux:
         self.size = (str(width), str(height))
 
     def _tmux(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(["tmux", "-L", self.socket, *args], capture_output=True, text=True,
-                              timeout=30, env=_plugin_env(), check=False)
+        return subprocess.run(
+            ["tmux", "-L", self.socket, *args],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            env=_plugin_env(),
+            check=False,
+        )
 
     def start(self, command: str) -> None:
         """Run ``command`` in a shell in the window; it stays open after the command ends."""
-        out = self._tmux("new-session", "-d", "-s", "t", "-x", self.size[0], "-y", self.size[1],
-                         f"{command}; echo EXIT=$?; sleep 600")
+        out = self._tmux(
+            "new-session",
+            "-d",
+            "-s",
+            "t",
+            "-x",
+            self.size[0],
+            "-y",
+            self.size[1],
+            f"{command}; echo EXIT=$?; sleep 600",
+        )
         assert out.returncode == 0, out.stderr
 
     def screen(self) -> str:
@@ -132,8 +153,12 @@ def _watch_screen(term: Tmux, timeout: float) -> tuple[str, str]:
 
 
 def test_pull_wait_in_a_terminal_draws_moving_layer_bars(
-    operator: OperatorProcess, namespace: str, big_image: str, slow_link: FakeSlowLink,
-    tmux: Tmux, ops: Ops,
+    operator: OperatorProcess,
+    namespace: str,
+    big_image: str,
+    slow_link: FakeSlowLink,
+    tmux: Tmux,
+    ops: Ops,
 ) -> None:
     ref = _via(slow_link, big_image)
     tmux.start(f"kubectl imageops pull {ref} -n {namespace} --node {MAIN_NODE} --name big --wait")
@@ -151,19 +176,31 @@ def test_pull_wait_in_a_terminal_draws_moving_layer_bars(
 
 
 def test_piped_watch_prints_plain_lines_and_the_printer_column_moves(
-    operator: OperatorProcess, namespace: str, big_image: str, slow_link: FakeSlowLink, ops: Ops,
+    operator: OperatorProcess,
+    namespace: str,
+    big_image: str,
+    slow_link: FakeSlowLink,
+    ops: Ops,
 ) -> None:
     ref = _via(slow_link, big_image)
     created = kubectl_imageops("pull", ref, "-n", namespace, "--node", MAIN_NODE, "--name", "p")
     assert created.returncode == 0, created.stderr
     assert created.stdout.strip() == "imageoperation.imageops.dev/p created"
-    watcher = subprocess.Popen(["kubectl", "imageops", "watch", "p", "-n", namespace],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               env=_plugin_env())
+    watcher = subprocess.Popen(
+        ["kubectl", "imageops", "watch", "p", "-n", namespace],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_plugin_env(),
+    )
 
     def column() -> str | None:
-        out = subprocess.run(["kubectl", "get", "imgop", "p", "-n", namespace], text=True,
-                             capture_output=True, check=False).stdout
+        out = subprocess.run(
+            ["kubectl", "get", "imgop", "p", "-n", namespace],
+            text=True,
+            capture_output=True,
+            check=False,
+        ).stdout
         found = re.search(r"\b([1-9]\d?)% [\d.]+/[\d.]+MB", out)
         return out if found else None
 
@@ -180,7 +217,9 @@ def test_piped_watch_prints_plain_lines_and_the_printer_column_moves(
 
 
 def test_a_failure_exits_non_zero_with_reason_and_suggestion(
-    operator: OperatorProcess, namespace: str, testbed: Testbed,
+    operator: OperatorProcess,
+    namespace: str,
+    testbed: Testbed,
 ) -> None:
     missing_ref = testbed.unique(tag="absent")
     out = kubectl_imageops("pull", missing_ref, "-n", namespace, "--node", MAIN_NODE, "--wait")
@@ -204,8 +243,12 @@ def test_bad_input_is_refused_before_anything_is_created(namespace: str, ops: Op
     assert out.returncode == 2 and "image" in out.stderr
     out = kubectl_imageops("pull", "busybox:1", "--all-nodes", "-n", namespace)
     assert out.returncode == 2 and "--selector" in out.stderr
-    assert ops.custom.list_namespaced_custom_object(
-        "imageops.dev", "v1alpha1", namespace, "imageoperations")["items"] == []
+    assert (
+        ops.custom.list_namespaced_custom_object(
+            "imageops.dev", "v1alpha1", namespace, "imageoperations"
+        )["items"]
+        == []
+    )
 
 
 @pytest.fixture
@@ -217,8 +260,9 @@ def pool(kube_api: client.ApiClient, log_dir: Path) -> Iterator[tuple[str, list[
     agents = [OperatorProcess(node, "--role", "agent", log_dir=log_dir) for node in nodes]
     with ExitStack() as stack:
         for node in nodes:
-            core.create_node(client.V1Node(metadata=client.V1ObjectMeta(
-                name=node, labels={POOL_LABEL: label})))
+            core.create_node(
+                client.V1Node(metadata=client.V1ObjectMeta(name=node, labels={POOL_LABEL: label}))
+            )
             stack.callback(core.delete_node, node)
         for agent in agents:
             stack.callback(agent.stop)
@@ -228,13 +272,19 @@ def pool(kube_api: client.ApiClient, log_dir: Path) -> Iterator[tuple[str, list[
 
 
 def test_warm_a_pool_shows_a_bar_per_node_and_the_fan_out_column(
-    operator: OperatorProcess, namespace: str, big_image: str, slow_link: FakeSlowLink,
-    tmux: Tmux, pool: tuple[str, list[str]],
+    operator: OperatorProcess,
+    namespace: str,
+    big_image: str,
+    slow_link: FakeSlowLink,
+    tmux: Tmux,
+    pool: tuple[str, list[str]],
 ) -> None:
     label, nodes = pool
     ref = _via(slow_link, big_image)
-    tmux.start(f"kubectl imageops pull {ref} -n {namespace} -l {POOL_LABEL}={label} "
-               f"--all-nodes --parallelism 3 --name warm --wait")
+    tmux.start(
+        f"kubectl imageops pull {ref} -n {namespace} -l {POOL_LABEL}={label} "
+        f"--all-nodes --parallelism 3 --name warm --wait"
+    )
     moving = ""
     deadline = time.monotonic() + 150
     while "EXIT=" not in (screen := tmux.screen()) and time.monotonic() < deadline:
@@ -245,8 +295,12 @@ def test_warm_a_pool_shows_a_bar_per_node_and_the_fan_out_column(
     print(f"--- at the end ({_save('fanout-final', screen)}) ---\n{screen}")
     assert moving, screen
     assert "EXIT=0" in screen and "Succeeded workflow/warm" in screen
-    table = subprocess.run(["kubectl", "get", "imgwf", "warm", "-n", namespace], text=True,
-                           capture_output=True, check=True).stdout
+    table = subprocess.run(
+        ["kubectl", "get", "imgwf", "warm", "-n", namespace],
+        text=True,
+        capture_output=True,
+        check=True,
+    ).stdout
     print(table)
     assert re.search(r"NODES", table) and re.search(r"\b3/3\b", table)
     listing = kubectl_imageops("get", "-n", namespace)
@@ -255,36 +309,64 @@ def test_warm_a_pool_shows_a_bar_per_node_and_the_fan_out_column(
 
 
 def test_kubeconfig_context_and_its_namespace_are_honoured(
-    operator: OperatorProcess, namespace: str, testbed: Testbed, ops: Ops, tmp_path: Path,
+    operator: OperatorProcess,
+    namespace: str,
+    testbed: Testbed,
+    ops: Ops,
+    tmp_path: Path,
 ) -> None:
     """--kubeconfig FILE --context CTX, and the context's namespace when -n is not given."""
     import yaml
 
     config = yaml.safe_load(Path(os.environ["KUBECONFIG"]).read_text())
     base = config["contexts"][0]
-    config["contexts"].append({"name": "plugin-test",
-                               "context": {**base["context"], "namespace": namespace}})
+    config["contexts"].append(
+        {"name": "plugin-test", "context": {**base["context"], "namespace": namespace}}
+    )
     path = tmp_path / "kubeconfig"
     path.write_text(yaml.safe_dump(config))
     seed = os.environ.get("IMAGEOPS_SEED_REF") or missing("IMAGEOPS_SEED_REF is not set")
-    out = kubectl_imageops("pull", seed, "--kubeconfig", str(path), "--context", "plugin-test",
-                           "--node", MAIN_NODE, "--name", "ctx", "--wait")
+    out = kubectl_imageops(
+        "pull",
+        seed,
+        "--kubeconfig",
+        str(path),
+        "--context",
+        "plugin-test",
+        "--node",
+        MAIN_NODE,
+        "--name",
+        "ctx",
+        "--wait",
+    )
     assert out.returncode == 0, out.stdout + out.stderr
     assert ops.wait_phase("ctx")["phase"] == "Succeeded"
-    listed = kubectl_imageops("get", "--kubeconfig", str(path), "--context", "plugin-test",
-                              "-o", "json")
+    listed = kubectl_imageops(
+        "get", "--kubeconfig", str(path), "--context", "plugin-test", "-o", "json"
+    )
     assert [o["metadata"]["name"] for o in json.loads(listed.stdout)["items"]] == ["ctx"]
     missing_ctx = kubectl_imageops("get", "--kubeconfig", str(path), "--context", "nope")
     assert missing_ctx.returncode == 2 and "error:" in missing_ctx.stderr
 
 
 def test_watch_a_session_until_its_operations_end(
-    operator: OperatorProcess, namespace: str, testbed: Testbed, ops: Ops,
+    operator: OperatorProcess,
+    namespace: str,
+    testbed: Testbed,
+    ops: Ops,
 ) -> None:
     ops.custom.create_namespaced_custom_object(
-        "imageops.dev", "v1alpha1", namespace, "imagesessions",
-        {"apiVersion": "imageops.dev/v1alpha1", "kind": "ImageSession",
-         "metadata": {"name": "rel"}, "spec": {"nodeName": MAIN_NODE}})
+        "imageops.dev",
+        "v1alpha1",
+        namespace,
+        "imagesessions",
+        {
+            "apiVersion": "imageops.dev/v1alpha1",
+            "kind": "ImageSession",
+            "metadata": {"name": "rel"},
+            "spec": {"nodeName": MAIN_NODE},
+        },
+    )
     seed = os.environ.get("IMAGEOPS_SEED_REF") or missing("IMAGEOPS_SEED_REF is not set")
     fresh = testbed.unique(tag="s")
     testbed.make_image(fresh, size_bytes=MB)

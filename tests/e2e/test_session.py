@@ -32,15 +32,21 @@ class Sessions:
         self.namespace = namespace
 
     def create(self, name: str, spec: Obj) -> Obj:
-        body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "ImageSession",
-                "metadata": {"name": name}, "spec": spec}
+        body = {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "ImageSession",
+            "metadata": {"name": name},
+            "spec": spec,
+        }
         return self.custom.create_namespaced_custom_object(  # type: ignore[no-any-return]
-            GROUP, VERSION, self.namespace, SESSIONS, body)
+            GROUP, VERSION, self.namespace, SESSIONS, body
+        )
 
     def get(self, name: str, plural: str = SESSIONS) -> Obj | None:
         try:
             return self.custom.get_namespaced_custom_object(  # type: ignore[no-any-return]
-                GROUP, VERSION, self.namespace, plural, name)
+                GROUP, VERSION, self.namespace, plural, name
+            )
         except ApiException as exc:
             if exc.status == 404:
                 return None
@@ -54,21 +60,36 @@ class Sessions:
 
     def workflow(self, name: str, session: str) -> Obj:
         """A one-step dry-run Workflow in ``session``."""
-        body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "Workflow",
-                "metadata": {"name": name},
-                "spec": {"nodeName": MAIN_NODE, "sessionRef": {"name": session},
-                         "steps": [{"name": "pull", "action": "Pull", "dryRun": True,
-                                    "image": "127.0.0.1:1/none/such:1"}]}}
+        body = {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "Workflow",
+            "metadata": {"name": name},
+            "spec": {
+                "nodeName": MAIN_NODE,
+                "sessionRef": {"name": session},
+                "steps": [
+                    {
+                        "name": "pull",
+                        "action": "Pull",
+                        "dryRun": True,
+                        "image": "127.0.0.1:1/none/such:1",
+                    }
+                ],
+            },
+        }
         return self.custom.create_namespaced_custom_object(  # type: ignore[no-any-return]
-            GROUP, VERSION, self.namespace, WORKFLOWS, body)
+            GROUP, VERSION, self.namespace, WORKFLOWS, body
+        )
 
     def wait_counted(self, name: str, finished: int, timeout: float = 60) -> Obj:
         """Wait until the session counted ``finished`` operations and none is active."""
+
         def check() -> Obj | None:
             status = self.status(name)
             jobs = status.get("jobs") or {}
             done = jobs.get("succeeded", 0) + jobs.get("failed", 0)
             return status if done >= finished and jobs.get("active") == 0 else None
+
         return wait_until(check, timeout, f"session {name} counting {finished}")  # type: ignore[no-any-return]
 
     def configmap(self, name: str) -> client.V1ConfigMap | None:
@@ -81,7 +102,8 @@ class Sessions:
 
     def events(self, name: str) -> list[str]:
         events = self.core.list_namespaced_event(
-            self.namespace, field_selector=f"involvedObject.name={name}").items
+            self.namespace, field_selector=f"involvedObject.name={name}"
+        ).items
         return [str(e.reason) for e in events]
 
 
@@ -103,15 +125,23 @@ def test_session_statistics_after_a_mixed_run(
     fetched = testbed.make_image(testbed.unique())
     testbed.push_open(fetched)
     testbed.rmi(fetched)  # only in the registry: a real pull
-    ops.create("tag", _in("stats", {"action": "Tag", "image": cached, "target": testbed.unique()}),
-               labels={"imageops.dev/workflow": "wf1"})
-    ops.create("hit", _in("stats", {"action": "Pull", "image": cached,
-                                    "pullPolicy": "IfNotPresent"}))
+    ops.create(
+        "tag",
+        _in("stats", {"action": "Tag", "image": cached, "target": testbed.unique()}),
+        labels={"imageops.dev/workflow": "wf1"},
+    )
+    ops.create(
+        "hit", _in("stats", {"action": "Pull", "image": cached, "pullPolicy": "IfNotPresent"})
+    )
     ops.create("miss", _in("stats", {"action": "Pull", "image": fetched}))
     ops.create("missing", _in("stats", {"action": "Pull", "image": testbed.unique()}))
     phases = {name: ops.wait_phase(name)["phase"] for name in ("tag", "hit", "miss", "missing")}
-    assert phases == {"tag": "Succeeded", "hit": "Succeeded", "miss": "Succeeded",
-                      "missing": "Failed"}
+    assert phases == {
+        "tag": "Succeeded",
+        "hit": "Succeeded",
+        "miss": "Succeeded",
+        "missing": "Failed",
+    }
     status = sessions.wait_counted("stats", 4)
 
     assert status["jobs"] == {"active": 0, "succeeded": 3, "failed": 1, "total": 4}
@@ -135,8 +165,13 @@ def test_session_statistics_after_a_mixed_run(
     assert status["observedGeneration"] == 1
     for name in ("tag", "hit", "miss", "missing"):
         meta = (ops.get(name) or {})["metadata"]
-        assert wait_until(lambda m=name: (ops.get(m) or {})["metadata"].get(
-            "annotations", {}).get(RECORDED) == "1", 10, f"{name} marked"), meta
+        assert wait_until(
+            lambda m=name: (
+                (ops.get(m) or {})["metadata"].get("annotations", {}).get(RECORDED) == "1"
+            ),
+            10,
+            f"{name} marked",
+        ), meta
 
     # History outlives the operations.
     ops.delete("miss")
@@ -144,8 +179,11 @@ def test_session_statistics_after_a_mixed_run(
     after = sessions.status("stats")
     assert after["jobs"] == status["jobs"] and after["actions"] == status["actions"]
     sessions.delete("stats")
-    wait_until(lambda: all(ops.get(n) is None for n in ("tag", "hit", "missing")), 30,
-               "the session's operations deleted with it")
+    wait_until(
+        lambda: all(ops.get(n) is None for n in ("tag", "hit", "missing")),
+        30,
+        "the session's operations deleted with it",
+    )
 
 
 def test_restarted_controller_counts_each_operation_once(
@@ -155,11 +193,20 @@ def test_restarted_controller_counts_each_operation_once(
     source = testbed.make_image(testbed.unique())
     names = [f"op-{i:02d}" for i in range(60)]
     for name in names:
-        ops.create(name, _in("restart", {"action": "Tag", "image": source, "dryRun": True,
-                                         "target": testbed.unique()}))
+        ops.create(
+            name,
+            _in(
+                "restart",
+                {"action": "Tag", "image": source, "dryRun": True, "target": testbed.unique()},
+            ),
+        )
     # Kill the whole operator (controller and agent) while operations finish and are counted.
-    wait_until(lambda: (sessions.status("restart").get("jobs") or {}).get("succeeded", 0) >= 1,
-               60, "the first operations counted", interval=0.05)
+    wait_until(
+        lambda: (sessions.status("restart").get("jobs") or {}).get("succeeded", 0) >= 1,
+        60,
+        "the first operations counted",
+        interval=0.05,
+    )
     operator.kill()
     operator.start()
     status = sessions.wait_counted("restart", len(names), timeout=120)
@@ -178,8 +225,10 @@ def test_expiry_archives_the_history_and_deletes_the_operations(
     sessions.create("brief", {"ttlSecondsAfterIdle": 3, "preserveLogs": True})
     source = testbed.make_image(testbed.unique())
     ops.create("ok", _in("brief", {"action": "Tag", "image": source, "target": testbed.unique()}))
-    ops.create("bad", _in("brief", {"action": "Tag", "image": testbed.unique(),
-                                    "target": testbed.unique()}))
+    ops.create(
+        "bad",
+        _in("brief", {"action": "Tag", "image": testbed.unique(), "target": testbed.unique()}),
+    )
     assert ops.wait_phase("ok")["phase"] == "Succeeded"
     assert ops.wait_phase("bad")["phase"] == "Failed"
     idle = sessions.wait_counted("brief", 2)
@@ -188,10 +237,15 @@ def test_expiry_archives_the_history_and_deletes_the_operations(
     def expired() -> Obj | None:
         status = sessions.status("brief")
         return status if status.get("phase") == "Expired" else None
+
     status = wait_until(expired, 30, "session Expired")
     assert status["archivedTo"] == "brief-history"
     ready = condition(status, "Ready")
     assert (ready["status"], ready["reason"]) == ("False", "Expired")
+    assert (condition(status, "Stalled")["status"], condition(status, "Stalled")["reason"]) == (
+        "True",
+        "Expired",
+    )
     archive = sessions.configmap("brief-history")
     assert archive is not None and archive.metadata.labels["imageops.dev/session"] == "brief"
     history = json.loads(archive.data["history.json"])
@@ -199,8 +253,9 @@ def test_expiry_archives_the_history_and_deletes_the_operations(
     assert history["status"]["jobs"]["succeeded"] == 1
     assert history["status"]["errors"]["byReason"] == {"NotFound": 1}
     assert {e["operation"] for e in history["status"]["recentExecutions"]} == {"ok", "bad"}
-    wait_until(lambda: ops.get("ok") is None and ops.get("bad") is None, 30,
-               "operations deleted on expiry")
+    wait_until(
+        lambda: ops.get("ok") is None and ops.get("bad") is None, 30, "operations deleted on expiry"
+    )
     assert "Expired" in sessions.events("brief")
     sessions.delete("brief")
 
@@ -210,30 +265,39 @@ def test_deleting_a_session_archives_and_cleans_up(
 ) -> None:
     sessions.create("doomed", {"preserveLogs": True})
     source = testbed.make_image(testbed.unique())
-    ops.create("done", _in("doomed", {"action": "Tag", "image": source,
-                                      "target": testbed.unique()}))
+    ops.create(
+        "done", _in("doomed", {"action": "Tag", "image": source, "target": testbed.unique()})
+    )
     # Nothing listens on port 1: a retryable failure, retried for a long while (active).
-    ops.create("waiting", _in("doomed", {"action": "Pull", "image": "127.0.0.1:1/none/such:1",
-                                         "backoffLimit": 20}))
-    ops.create("outsider", {"action": "Tag", "image": source, "target": testbed.unique(),
-                            "nodeName": MAIN_NODE})
+    ops.create(
+        "waiting",
+        _in("doomed", {"action": "Pull", "image": "127.0.0.1:1/none/such:1", "backoffLimit": 20}),
+    )
+    ops.create(
+        "outsider",
+        {"action": "Tag", "image": source, "target": testbed.unique(), "nodeName": MAIN_NODE},
+    )
     assert ops.wait_phase("done")["phase"] == "Succeeded"
 
     def active() -> Obj | None:
         status = sessions.status("doomed")
         jobs = status.get("jobs") or {}
         return status if jobs.get("active") == 1 and jobs.get("succeeded") == 1 else None
+
     status = wait_until(active, 30, "one active and one counted operation")
     assert status["phase"] == "Active" and "expiresAt" not in status
     assert condition(status, "Reconciling")["status"] == "True"
-    assert condition(status, "Ready")["status"] == "True"
+    assert condition(status, "Ready")["status"] == "False"
 
     sessions.workflow("flow", "doomed")
     started = time.monotonic()
     sessions.delete("doomed")
     assert sessions.get("doomed") is None  # no finalizer holds it
-    wait_until(lambda: ops.get("done") is None and ops.get("waiting") is None, 30,
-               "the session's operations deleted")
+    wait_until(
+        lambda: ops.get("done") is None and ops.get("waiting") is None,
+        30,
+        "the session's operations deleted",
+    )
     wait_until(lambda: sessions.get("flow", WORKFLOWS) is None, 30, "the workflow deleted")
     archive = wait_until(lambda: sessions.configmap("doomed-history"), 30, "archive written")
     history = json.loads(archive.data["history.json"])
@@ -253,9 +317,18 @@ def test_status_stays_bounded_over_1000_operations(
     started = time.monotonic()
 
     def create(i: int) -> Any:
-        return ops.create(f"bulk-{i:04d}", _in("bulk", {
-            "action": "Tag", "image": source, "target": f"{testbed.registry}/bulk/t{i}:1",
-            "dryRun": True}))
+        return ops.create(
+            f"bulk-{i:04d}",
+            _in(
+                "bulk",
+                {
+                    "action": "Tag",
+                    "image": source,
+                    "target": f"{testbed.registry}/bulk/t{i}:1",
+                    "dryRun": True,
+                },
+            ),
+        )
 
     writes = _count_writes(sessions, "bulk")
     with ThreadPoolExecutor(8) as pool:
@@ -266,9 +339,11 @@ def test_status_stays_bounded_over_1000_operations(
     size = len(json.dumps(status))
     body = sessions.get("bulk") or {}
     agents = _seconds_between(body["metadata"]["creationTimestamp"], status["lastActivityTime"])
-    print(f"session status: {size} bytes after {count} operations, {elapsed:.1f} s "
-          f"(created in {created:.1f} s, the last finished after ~{agents:.0f} s; "
-          f"{writes[0]} session status writes)")
+    print(
+        f"session status: {size} bytes after {count} operations, {elapsed:.1f} s "
+        f"(created in {created:.1f} s, the last finished after ~{agents:.0f} s; "
+        f"{writes[0]} session status writes)"
+    )
     assert writes[0] < count / 5  # coalesced, not one write per operation
     assert status["jobs"] == {"active": 0, "succeeded": count, "failed": 0, "total": count}
     assert status["actions"]["Tag"]["count"] == count
@@ -280,16 +355,22 @@ def test_status_stays_bounded_over_1000_operations(
 
     def marked() -> bool:
         items = sessions.custom.list_namespaced_custom_object(
-            GROUP, VERSION, sessions.namespace, "imageoperations")["items"]
-        return sum((i["metadata"].get("annotations") or {}).get(RECORDED) == "1"
-                   for i in items) == count
+            GROUP, VERSION, sessions.namespace, "imageoperations"
+        )["items"]
+        return (
+            sum((i["metadata"].get("annotations") or {}).get(RECORDED) == "1" for i in items)
+            == count
+        )
+
     wait_until(marked, 60, "every operation marked as counted", interval=2)
     started = time.monotonic()
     sessions.delete("bulk")
 
     def gone() -> bool:
         return not sessions.custom.list_namespaced_custom_object(
-            GROUP, VERSION, sessions.namespace, "imageoperations", limit=1)["items"]
+            GROUP, VERSION, sessions.namespace, "imageoperations", limit=1
+        )["items"]
+
     wait_until(gone, 300, "the session's operations deleted", interval=2)
     print(f"session deletion removed {count} operations in {time.monotonic() - started:.1f} s")
 
@@ -297,6 +378,7 @@ def test_status_stays_bounded_over_1000_operations(
 def _seconds_between(start: str, end: str) -> float:
     def parse(stamp: str) -> datetime:
         return datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+
     return (parse(end) - parse(start)).total_seconds()
 
 
@@ -306,8 +388,14 @@ def _count_writes(sessions: Sessions, name: str) -> list[int]:
 
     def run() -> None:
         stream = watch.Watch().stream(
-            sessions.custom.list_namespaced_custom_object, GROUP, VERSION, sessions.namespace,
-            SESSIONS, field_selector=f"metadata.name={name}", timeout_seconds=900)
+            sessions.custom.list_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            sessions.namespace,
+            SESSIONS,
+            field_selector=f"metadata.name={name}",
+            timeout_seconds=900,
+        )
         for event in stream:
             counter[0] += event["type"] == "MODIFIED"
 

@@ -39,15 +39,21 @@ class Workflows:
         self.namespace = namespace
 
     def create(self, name: str, spec: Obj) -> Obj:
-        body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "Workflow",
-                "metadata": {"name": name}, "spec": spec}
+        body = {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "Workflow",
+            "metadata": {"name": name},
+            "spec": spec,
+        }
         return self.custom.create_namespaced_custom_object(  # type: ignore[no-any-return]
-            GROUP, VERSION, self.namespace, PLURAL, body)
+            GROUP, VERSION, self.namespace, PLURAL, body
+        )
 
     def get(self, name: str) -> Obj | None:
         try:
             return self.custom.get_namespaced_custom_object(  # type: ignore[no-any-return]
-                GROUP, VERSION, self.namespace, PLURAL, name)
+                GROUP, VERSION, self.namespace, PLURAL, name
+            )
         except ApiException as exc:
             if exc.status == 404:
                 return None
@@ -58,32 +64,54 @@ class Workflows:
 
     def patch_spec(self, name: str, spec: Obj) -> None:
         self.custom.patch_namespaced_custom_object(
-            GROUP, VERSION, self.namespace, PLURAL, name, {"spec": spec},
-            _content_type="application/merge-patch+json")
+            GROUP,
+            VERSION,
+            self.namespace,
+            PLURAL,
+            name,
+            {"spec": spec},
+            _content_type="application/merge-patch+json",
+        )
 
     def delete(self, name: str) -> None:
         self.custom.delete_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, name)
 
-    def wait_phase(self, name: str, phases: tuple[str, ...] = FINISHED, timeout: float = 90,
-                   interval: float = 0.05) -> Obj:
+    def wait_phase(
+        self,
+        name: str,
+        phases: tuple[str, ...] = FINISHED,
+        timeout: float = 90,
+        interval: float = 0.05,
+    ) -> Obj:
         """Wait until status.phase is one of ``phases`` for the current generation."""
+
         def check() -> Obj | None:
             obj = self.get(name) or {}
             status = obj.get("status") or {}
             current = status.get("observedGeneration") == obj.get("metadata", {}).get("generation")
             return status if current and status.get("phase") in phases else None
-        return wait_until(check, timeout, f"workflow {name} in {phases}",  # type: ignore[no-any-return]
-                          interval=interval)
+
+        return wait_until(
+            check,
+            timeout,
+            f"workflow {name} in {phases}",  # type: ignore[no-any-return]
+            interval=interval,
+        )
 
     def children(self, name: str) -> list[Obj]:
         items = self.custom.list_namespaced_custom_object(
-            GROUP, VERSION, self.namespace, "imageoperations",
-            label_selector=f"imageops.dev/workflow={name}")["items"]
+            GROUP,
+            VERSION,
+            self.namespace,
+            "imageoperations",
+            label_selector=f"imageops.dev/workflow={name}",
+        )["items"]
         return sorted(items, key=lambda o: o["metadata"]["name"])
 
     def events(self, name: str) -> list[str]:
         events = self.core.list_namespaced_event(
-            self.namespace, field_selector=f"involvedObject.name={name}").items
+            self.namespace, field_selector=f"involvedObject.name={name}"
+        ).items
         return [str(e.reason) for e in events if e.involved_object.kind == "Workflow"]
 
 
@@ -121,8 +149,13 @@ def _docker_cli_promotion(testbed: Testbed, tmp_path: Path, size: int) -> float:
     env = dict(os.environ, DOCKER_CONFIG=str(config))
     started = time.monotonic()
     for args in (["pull", source], ["tag", source, target], ["push", target]):
-        subprocess.run(["docker", "-H", testbed.docker_host, *args], env=env, check=True,
-                       capture_output=True, timeout=120)
+        subprocess.run(
+            ["docker", "-H", testbed.docker_host, *args],
+            env=env,
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
     elapsed = time.monotonic() - started
     assert testbed.registry_digest(target, auth=True)
     return elapsed
@@ -133,11 +166,21 @@ def _promotion(source: str, candidate: str, release: str) -> Obj:
         "nodeName": MAIN_NODE,
         "steps": [
             {"name": "pull", "action": "Pull", "image": source, "pullPolicy": "Always"},
-            {"name": "tag", "action": "Tag", "imageFrom": {"step": "pull"},
-             "dependsOn": ["pull"], "target": candidate},
-            {"name": "push", "action": "Push", "imageFrom": {"step": "tag"},
-             "dependsOn": ["tag"], "target": release,
-             "credentials": {"secretRef": {"name": "regcred"}}},
+            {
+                "name": "tag",
+                "action": "Tag",
+                "imageFrom": {"step": "pull"},
+                "dependsOn": ["pull"],
+                "target": candidate,
+            },
+            {
+                "name": "push",
+                "action": "Push",
+                "imageFrom": {"step": "tag"},
+                "dependsOn": ["tag"],
+                "target": release,
+                "credentials": {"secretRef": {"name": "regcred"}},
+            },
         ],
     }
 
@@ -175,19 +218,35 @@ def test_promotion_pushes_exactly_what_was_pulled(
         assert child["metadata"]["labels"]["imageops.dev/run"] == "1"
         assert child["spec"]["nodeName"] == MAIN_NODE
     assert {"Started", "Succeeded"} <= set(wfs.events("promote"))
-    subprocess.run(["kubectl", "wait", "-n", wfs.namespace, "--for=condition=Ready",
-                    "imgwf/promote", "--timeout=5s"], check=True, capture_output=True)
+    subprocess.run(
+        [
+            "kubectl",
+            "wait",
+            "-n",
+            wfs.namespace,
+            "--for=condition=Ready",
+            "imgwf/promote",
+            "--timeout=5s",
+        ],
+        check=True,
+        capture_output=True,
+    )
     # Timed against the CLI: a second promotion of another fresh image of the same size,
     # once the operator is warm (the first one may meet watches still starting up).
-    spec = _promotion(_seeded(testbed, size), testbed.unique(tag="candidate"),
-                      testbed.unique(testbed.auth_registry))
+    spec = _promotion(
+        _seeded(testbed, size),
+        testbed.unique(tag="candidate"),
+        testbed.unique(testbed.auth_registry),
+    )
     started = time.monotonic()
     wfs.create("again", spec)
     assert wfs.wait_phase("again")["phase"] == "Succeeded"
     workflow_seconds = time.monotonic() - started
     cli_seconds = _docker_cli_promotion(testbed, tmp_path, size)
-    print(f"\npromotion: workflow {workflow_seconds:.2f}s vs docker CLI {cli_seconds:.2f}s"
-          f" (first workflow, operator just started: {first_seconds:.2f}s)")
+    print(
+        f"\npromotion: workflow {workflow_seconds:.2f}s vs docker CLI {cli_seconds:.2f}s"
+        f" (first workflow, operator just started: {first_seconds:.2f}s)"
+    )
 
 
 @pytest.fixture
@@ -199,8 +258,9 @@ def pool(kube_api: client.ApiClient, log_dir: Path) -> Iterator[tuple[str, list[
     agents = [OperatorProcess(node, "--role", "agent", log_dir=log_dir) for node in nodes]
     with ExitStack() as stack:
         for node in nodes:
-            core.create_node(client.V1Node(metadata=client.V1ObjectMeta(
-                name=node, labels={POOL_LABEL: label})))
+            core.create_node(
+                client.V1Node(metadata=client.V1ObjectMeta(name=node, labels={POOL_LABEL: label}))
+            )
             stack.callback(core.delete_node, node)
         stack.callback(_stop_all, agents)
         for agent in agents:
@@ -225,14 +285,25 @@ def test_fan_out_runs_the_graph_on_every_matching_node(
     label, nodes = pool
     source = _seeded(testbed)
     warm = testbed.unique(tag="warm")
-    wfs.create("warmup", {
-        "allNodes": True, "nodeSelector": {POOL_LABEL: label}, "parallelism": 2,
-        "steps": [
-            {"name": "pull", "action": "Pull", "image": source},
-            {"name": "tag", "action": "Tag", "imageFrom": {"step": "pull"},
-             "dependsOn": ["pull"], "target": warm, "force": True},
-        ],
-    })
+    wfs.create(
+        "warmup",
+        {
+            "allNodes": True,
+            "nodeSelector": {POOL_LABEL: label},
+            "parallelism": 2,
+            "steps": [
+                {"name": "pull", "action": "Pull", "image": source},
+                {
+                    "name": "tag",
+                    "action": "Tag",
+                    "imageFrom": {"step": "pull"},
+                    "dependsOn": ["pull"],
+                    "target": warm,
+                    "force": True,
+                },
+            ],
+        },
+    )
     status = wfs.wait_phase("warmup", timeout=120)
     assert status["phase"] == "Succeeded", status
     assert sorted(status["nodes"]) == sorted(nodes) and MAIN_NODE not in status["nodes"]
@@ -264,29 +335,57 @@ def test_fail_fast_cancels_and_rolls_back_the_moved_tag(
     slow = _seeded(testbed, big)
     proxy = FakeSlowLink(testbed.registry, rate=256 * 1024)
     try:
-        wfs.create("release", {
-            "nodeName": MAIN_NODE, "onFailure": "Rollback",
-            "steps": [
-                {"name": "pull", "action": "Pull", "image": source},
-                {"name": "slow", "action": "Pull",
-                 "image": f"{proxy.address}/{slow.split('/', 1)[1]}"},
-                {"name": "tag", "action": "Tag", "imageFrom": {"step": "pull"},
-                 "dependsOn": ["pull"], "target": stable, "force": True},
-                # No credentials for the auth registry: fails for good (AuthFailed).
-                {"name": "push", "action": "Push", "image": stable, "dependsOn": ["tag"],
-                 "target": testbed.unique(testbed.auth_registry)},
-                {"name": "after", "action": "Tag", "image": stable, "dependsOn": ["slow"],
-                 "target": testbed.unique()},
-            ],
-        })
+        wfs.create(
+            "release",
+            {
+                "nodeName": MAIN_NODE,
+                "onFailure": "Rollback",
+                "steps": [
+                    {"name": "pull", "action": "Pull", "image": source},
+                    {
+                        "name": "slow",
+                        "action": "Pull",
+                        "image": f"{proxy.address}/{slow.split('/', 1)[1]}",
+                    },
+                    {
+                        "name": "tag",
+                        "action": "Tag",
+                        "imageFrom": {"step": "pull"},
+                        "dependsOn": ["pull"],
+                        "target": stable,
+                        "force": True,
+                    },
+                    # No credentials for the auth registry: fails for good (AuthFailed).
+                    {
+                        "name": "push",
+                        "action": "Push",
+                        "image": stable,
+                        "dependsOn": ["tag"],
+                        "target": testbed.unique(testbed.auth_registry),
+                    },
+                    {
+                        "name": "after",
+                        "action": "Tag",
+                        "image": stable,
+                        "dependsOn": ["slow"],
+                        "target": testbed.unique(),
+                    },
+                ],
+            },
+        )
         status = wfs.wait_phase("release", timeout=90)
         wait_until(lambda: proxy.active == 0, 20, "the slow pull's transfer stopped")
     finally:
         proxy.close()
     assert status["phase"] == "Failed", status
     phases = {name: step["phase"] for name, step in status["steps"].items()}
-    assert phases == {"pull": "Succeeded", "tag": "Succeeded", "push": "Failed",
-                      "slow": "Cancelled", "after": "Skipped"}
+    assert phases == {
+        "pull": "Succeeded",
+        "tag": "Succeeded",
+        "push": "Failed",
+        "slow": "Cancelled",
+        "after": "Skipped",
+    }
     assert status["steps"]["push"]["error"]["reason"] == "AuthFailed"
     assert status["steps"]["slow"]["error"]["reason"] == "Cancelled"
     assert proxy.bytes_down < big
@@ -295,8 +394,11 @@ def test_fail_fast_cancels_and_rolls_back_the_moved_tag(
     assert testbed.image_id(stable) == before
     names = [c["metadata"]["name"] for c in wfs.children("release")]
     assert not any(n.endswith("-slow") for n in names)  # cancelled = deleted
-    [rollback] = [c for c in wfs.children("release")
-                  if c["metadata"]["labels"].get("imageops.dev/role") == "rollback"]
+    [rollback] = [
+        c
+        for c in wfs.children("release")
+        if c["metadata"]["labels"].get("imageops.dev/role") == "rollback"
+    ]
     assert rollback["spec"]["image"] == before and rollback["spec"]["force"] is True
     assert {"Started", "RollingBack", "Failed"} <= set(wfs.events("release"))
 
@@ -305,12 +407,18 @@ def test_a_cycle_is_rejected_with_its_path(
     operator: OperatorProcess, wfs: Workflows, testbed: Testbed
 ) -> None:
     image = testbed.unique()
-    wfs.create("loop", {"nodeName": MAIN_NODE, "steps": [
-        {"name": "a", "action": "Pull", "image": image},
-        {"name": "b", "action": "Pull", "image": image, "dependsOn": ["a", "d"]},
-        {"name": "c", "action": "Pull", "image": image, "dependsOn": ["b"]},
-        {"name": "d", "action": "Pull", "image": image, "dependsOn": ["c"]},
-    ]})
+    wfs.create(
+        "loop",
+        {
+            "nodeName": MAIN_NODE,
+            "steps": [
+                {"name": "a", "action": "Pull", "image": image},
+                {"name": "b", "action": "Pull", "image": image, "dependsOn": ["a", "d"]},
+                {"name": "c", "action": "Pull", "image": image, "dependsOn": ["b"]},
+                {"name": "d", "action": "Pull", "image": image, "dependsOn": ["c"]},
+            ],
+        },
+    )
     status = wfs.wait_phase("loop", timeout=30)
     assert status["phase"] == "Failed"
     assert condition(status, "Stalled")["reason"] == "InvalidWorkflow"
@@ -318,8 +426,10 @@ def test_a_cycle_is_rejected_with_its_path(
     assert wfs.children("loop") == []
     # Unknown and duplicate names never reach the controller: the API server refuses them.
     with pytest.raises(ApiException) as err:
-        wfs.create("unknown", {"steps": [
-            {"name": "a", "action": "Pull", "image": image, "dependsOn": ["nope"]}]})
+        wfs.create(
+            "unknown",
+            {"steps": [{"name": "a", "action": "Pull", "image": image, "dependsOn": ["nope"]}]},
+        )
     assert err.value.status == 422 and "must name steps of this workflow" in str(err.value.body)
 
 
@@ -334,9 +444,11 @@ def test_reapply_unchanged_does_not_rerun_and_a_changed_spec_does(
             "apiVersion: imageops.dev/v1alpha1\nkind: Workflow\n"
             f"metadata: {{name: gitops, namespace: {wfs.namespace}}}\n"
             f"spec: {{nodeName: {MAIN_NODE}, steps: [{{name: tag, action: Tag, "
-            f"image: '{source}', target: '{target}', force: true}}]}}\n")
-        return subprocess.run(["kubectl", "apply", "-f", str(manifest)], check=True,
-                              capture_output=True, text=True).stdout
+            f"image: '{source}', target: '{target}', force: true}}]}}\n"
+        )
+        return subprocess.run(
+            ["kubectl", "apply", "-f", str(manifest)], check=True, capture_output=True, text=True
+        ).stdout
 
     first_target = testbed.unique()
     apply(first_target)
@@ -357,8 +469,11 @@ def test_reapply_unchanged_does_not_rerun_and_a_changed_spec_does(
     second = wfs.wait_phase("gitops")
     assert second["phase"] == "Succeeded" and second["runId"].endswith("-g2")
     assert second["runId"] != first["runId"]
-    wait_until(lambda: [c["metadata"]["name"] for c in wfs.children("gitops")]
-               == ["gitops-g2-tag"], 10, "generation 1's child deleted")
+    wait_until(
+        lambda: [c["metadata"]["name"] for c in wfs.children("gitops")] == ["gitops-g2-tag"],
+        10,
+        "generation 1's child deleted",
+    )
     assert testbed.image_id(second_target) == testbed.image_id(source)
 
 
@@ -370,32 +485,52 @@ def test_deadline_session_ttl_and_deletion_clean_up(
     proxy = FakeSlowLink(testbed.registry, rate=64 * 1024)
     via = f"{proxy.address}/{slow.split('/', 1)[1]}"
     try:
-        wfs.create("deadline", {
-            "nodeName": MAIN_NODE, "createSession": True, "activeDeadlineSeconds": 3,
-            "ttlSecondsAfterFinished": 4,
-            "steps": [{"name": "slow", "action": "Pull", "image": via},
-                      {"name": "next", "action": "Tag", "image": via, "target": testbed.unique(),
-                       "dependsOn": ["slow"]}],
-        })
+        wfs.create(
+            "deadline",
+            {
+                "nodeName": MAIN_NODE,
+                "createSession": True,
+                "activeDeadlineSeconds": 3,
+                "ttlSecondsAfterFinished": 4,
+                "steps": [
+                    {"name": "slow", "action": "Pull", "image": via},
+                    {
+                        "name": "next",
+                        "action": "Tag",
+                        "image": via,
+                        "target": testbed.unique(),
+                        "dependsOn": ["slow"],
+                    },
+                ],
+            },
+        )
         status = wfs.wait_phase("deadline", timeout=30)
-        assert status["phase"] == "Failed" and condition(status, "Stalled")["reason"] == \
-            "DeadlineExceeded"
+        assert (
+            status["phase"] == "Failed"
+            and condition(status, "Stalled")["reason"] == "DeadlineExceeded"
+        )
         assert {n: s["phase"] for n, s in status["steps"].items()} == {
-            "slow": "Cancelled", "next": "Skipped"}
+            "slow": "Cancelled",
+            "next": "Skipped",
+        }
         assert status["sessionName"] == "deadline"
-        session = custom.get_namespaced_custom_object(GROUP, VERSION, wfs.namespace,
-                                                      "imagesessions", "deadline")
+        session = custom.get_namespaced_custom_object(
+            GROUP, VERSION, wfs.namespace, "imagesessions", "deadline"
+        )
         assert session["metadata"]["ownerReferences"][0]["name"] == "deadline"
         # ttlSecondsAfterFinished: the workflow, its children and its session go away.
         wait_until(lambda: wfs.get("deadline") is None, 20, "deletion after the TTL")
         wait_until(lambda: wfs.children("deadline") == [], 10, "children deleted")
         with pytest.raises(ApiException) as err:
-            custom.get_namespaced_custom_object(GROUP, VERSION, wfs.namespace, "imagesessions",
-                                                "deadline")
+            custom.get_namespaced_custom_object(
+                GROUP, VERSION, wfs.namespace, "imagesessions", "deadline"
+            )
         assert err.value.status == 404
         # Deleting a running workflow deletes its running child at once (no finalizer).
-        wfs.create("doomed", {"nodeName": MAIN_NODE,
-                              "steps": [{"name": "slow", "action": "Pull", "image": via}]})
+        wfs.create(
+            "doomed",
+            {"nodeName": MAIN_NODE, "steps": [{"name": "slow", "action": "Pull", "image": via}]},
+        )
         wait_until(lambda: wfs.children("doomed"), 20, "the child created")
         wfs.delete("doomed")
         wait_until(lambda: wfs.get("doomed") is None, 5, "deletion without a finalizer")
@@ -408,16 +543,27 @@ def test_deadline_session_ttl_and_deletion_clean_up(
 def test_a_selector_without_a_live_node_waits_in_pending(
     operator: OperatorProcess, wfs: Workflows, testbed: Testbed
 ) -> None:
-    wfs.create("nowhere", {"nodeSelector": {POOL_LABEL: "none-" + uuid.uuid4().hex[:6]},
-                           "steps": [{"name": "a", "action": "Pull", "image": testbed.unique()}]})
+    wfs.create(
+        "nowhere",
+        {
+            "nodeSelector": {POOL_LABEL: "none-" + uuid.uuid4().hex[:6]},
+            "steps": [{"name": "a", "action": "Pull", "image": testbed.unique()}],
+        },
+    )
     status = wfs.wait_phase("nowhere", ("Pending",), timeout=30)
     assert "waiting for a node with a live imageops agent matching" in status["message"]
     assert condition(status, "Reconciling")["reason"] == "NoLiveNode"
     time.sleep(3)
     assert wfs.status("nowhere")["phase"] == "Pending" and wfs.children("nowhere") == []
     # activeDeadlineSeconds counts while waiting for a node too.
-    wfs.create("impatient", {"nodeSelector": {POOL_LABEL: "none"}, "activeDeadlineSeconds": 2,
-                             "steps": [{"name": "a", "action": "Pull", "image": testbed.unique()}]})
+    wfs.create(
+        "impatient",
+        {
+            "nodeSelector": {POOL_LABEL: "none"},
+            "activeDeadlineSeconds": 2,
+            "steps": [{"name": "a", "action": "Pull", "image": testbed.unique()}],
+        },
+    )
     status = wfs.wait_phase("impatient", timeout=30)
     assert status["phase"] == "Failed" and "exceeded while waiting" in status["message"]
     assert condition(status, "Stalled")["reason"] == "DeadlineExceeded"

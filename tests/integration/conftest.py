@@ -83,8 +83,12 @@ def raises(reason: ErrorReason, call: Callable[[], Any]) -> OperationError:
 
 def pull(backend: ImageBackend, ref: str, **kwargs: Any) -> Any:
     """backend.pull with defaults for what a test does not care about."""
-    options: dict[str, Any] = {"auth": None, "platform": None, "on_progress": no_progress,
-                               "cancel": CancelToken()}
+    options: dict[str, Any] = {
+        "auth": None,
+        "platform": None,
+        "on_progress": no_progress,
+        "cancel": CancelToken(),
+    }
     options.update(kwargs)
     return backend.pull(ref, **options)
 
@@ -139,15 +143,25 @@ def _image_manifest(base: str, os_name: str, arch: str) -> bytes:
     """Upload a one-layer image's blobs for ``os_name``/``arch``; its schema 2 manifest."""
     layer_tar = rootfs_tar(1024)
     layer = _upload_blob(base, gzip.compress(layer_tar))
-    config = _upload_blob(base, json.dumps({
-        "architecture": arch, "os": os_name, "config": {},
-        "rootfs": {"type": "layers", "diff_ids": [_sha256(layer_tar)]},
-    }).encode())
-    return json.dumps({
-        "schemaVersion": 2, "mediaType": V2_MANIFEST,
-        "config": {"mediaType": "application/vnd.docker.container.image.v1+json", **config},
-        "layers": [{"mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip", **layer}],
-    }).encode()
+    config = _upload_blob(
+        base,
+        json.dumps(
+            {
+                "architecture": arch,
+                "os": os_name,
+                "config": {},
+                "rootfs": {"type": "layers", "diff_ids": [_sha256(layer_tar)]},
+            }
+        ).encode(),
+    )
+    return json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": V2_MANIFEST,
+            "config": {"mediaType": "application/vnd.docker.container.image.v1+json", **config},
+            "layers": [{"mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip", **layer}],
+        }
+    ).encode()
 
 
 def _put_manifest(base: str, tag: str, manifest: bytes, media_type: str) -> str:
@@ -182,8 +196,9 @@ class Images:
         config = None
         if auth is not None:
             config = {"username": auth.username, "password": auth.password}
-        _check_stream(self.api.push(repository, tag=tag, stream=True, decode=True,
-                                    auth_config=config))
+        _check_stream(
+            self.api.push(repository, tag=tag, stream=True, decode=True, auth_config=config)
+        )
         # Gone locally, layers included, so a pull has to transfer it.
         self.api.remove_image(ref)
         return image_id
@@ -203,13 +218,20 @@ class Images:
         for platform in platforms:
             os_name, _, arch = platform.partition("/")
             manifest = _image_manifest(base, os_name, arch)
-            digests[platform] = _put_manifest(base, platform.replace("/", "-"), manifest,
-                                              V2_MANIFEST)
-            entries.append({"mediaType": V2_MANIFEST, "size": len(manifest),
-                            "digest": digests[platform],
-                            "platform": {"os": os_name, "architecture": arch}})
-        index = json.dumps({"schemaVersion": 2, "mediaType": MANIFEST_LIST,
-                            "manifests": entries}).encode()
+            digests[platform] = _put_manifest(
+                base, platform.replace("/", "-"), manifest, V2_MANIFEST
+            )
+            entries.append(
+                {
+                    "mediaType": V2_MANIFEST,
+                    "size": len(manifest),
+                    "digest": digests[platform],
+                    "platform": {"os": os_name, "architecture": arch},
+                }
+            )
+        index = json.dumps(
+            {"schemaVersion": 2, "mediaType": MANIFEST_LIST, "manifests": entries}
+        ).encode()
         digests["index"] = _put_manifest(base, "multi", index, MANIFEST_LIST)
         return digests
 

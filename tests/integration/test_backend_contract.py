@@ -164,11 +164,13 @@ def test_pull_not_found(backend: ImageBackend, testbed: Testbed, images: Images)
     raises(ErrorReason.NOT_FOUND, lambda: pull(backend, missing))
 
 
-@pytest.mark.parametrize("ref", ["{registry}/Upper/Case:v1", "{registry}/bad name:v1",
-                                 "{registry}/x:bad@tag"])
+@pytest.mark.parametrize(
+    "ref", ["{registry}/Upper/Case:v1", "{registry}/bad name:v1", "{registry}/x:bad@tag"]
+)
 def test_invalid_reference(backend: ImageBackend, testbed: Testbed, ref: str) -> None:
-    error = raises(ErrorReason.INVALID_REFERENCE,
-                   lambda: pull(backend, ref.format(registry=testbed.registry)))
+    error = raises(
+        ErrorReason.INVALID_REFERENCE, lambda: pull(backend, ref.format(registry=testbed.registry))
+    )
     assert not error.retryable
 
 
@@ -227,8 +229,9 @@ def test_registry_digest_open_registry(
     ref = unique(testbed.registry)
     images.remote(ref)
     assert backend.registry_digest(ref, auth=None) == testbed.registry_digest(ref)
-    raises(ErrorReason.NOT_FOUND, lambda: backend.registry_digest(unique(testbed.registry),
-                                                                  auth=None))
+    raises(
+        ErrorReason.NOT_FOUND, lambda: backend.registry_digest(unique(testbed.registry), auth=None)
+    )
 
 
 def test_tag_and_inspect(backend: ImageBackend, testbed: Testbed, images: Images) -> None:
@@ -281,8 +284,9 @@ def test_cancelled_before_start(backend: ImageBackend, testbed: Testbed) -> None
     raises(ErrorReason.CANCELLED, lambda: pull(backend, unique(testbed.registry), cancel=cancel))
 
 
-def cancel_when(event: threading.Event, cancel: CancelToken, reason: str,
-                delay: float) -> dict[str, float]:
+def cancel_when(
+    event: threading.Event, cancel: CancelToken, reason: str, delay: float
+) -> dict[str, float]:
     """Cancel from another thread ``delay`` s after ``event``; records when."""
     when: dict[str, float] = {}
 
@@ -309,8 +313,10 @@ def test_cancel_pull_mid_stream(backend: ImageBackend, testbed: Testbed, images:
         ref = f"{link.address}/{name}"
         images.refs.append(ref)
         when = cancel_when(started, cancel, "deleted", delay=1.0)
-        raises(ErrorReason.CANCELLED, lambda: pull(backend, ref, on_progress=on_progress,
-                                                   cancel=cancel))
+        raises(
+            ErrorReason.CANCELLED,
+            lambda: pull(backend, ref, on_progress=on_progress, cancel=cancel),
+        )
         stopped_after = time.monotonic() - when["cancelled"]
         # dockerd must abandon the download too, not only stop telling us about it.
         time.sleep(0.5)
@@ -329,8 +335,7 @@ def test_timeout_of_a_stalled_pull(backend: ImageBackend) -> None:
     with FakeStalledRegistry() as registry:
         when = cancel_when(begun, cancel, "timeout", delay=1.0)
         begun.set()
-        raises(ErrorReason.TIMEOUT, lambda: pull(backend, unique(registry.address),
-                                                 cancel=cancel))
+        raises(ErrorReason.TIMEOUT, lambda: pull(backend, unique(registry.address), cancel=cancel))
         assert time.monotonic() - when["cancelled"] < 2.0
 
 
@@ -346,8 +351,9 @@ def test_cancel_a_stalled_push(backend: ImageBackend, images: Images) -> None:
         assert time.monotonic() - when["cancelled"] < 2.0
 
 
-def pull_while(backend: ImageBackend, testbed: Testbed, images: Images,
-               fault: Callable[[], None]) -> OperationError:
+def pull_while(
+    backend: ImageBackend, testbed: Testbed, images: Images, fault: Callable[[], None]
+) -> OperationError:
     """Start a slow pull, run ``fault`` once it is under way; the error it ends with."""
     name = unique("contract-big")
     images.remote(f"{testbed.registry}/{name}", size=24 * MiB)
@@ -378,8 +384,7 @@ def test_daemon_gone_mid_pull(kind: str, testbed: Testbed, images: Images, tmp_p
 
 
 @pytest.mark.parametrize("kind", BACKEND_KINDS)
-def test_stream_broken_mid_pull(kind: str, testbed: Testbed, images: Images,
-                                tmp_path: Any) -> None:
+def test_stream_broken_mid_pull(kind: str, testbed: Testbed, images: Images, tmp_path: Any) -> None:
     link = FakeDaemonLink(testbed.docker_host, str(tmp_path))
     try:
         error = pull_while(make_backend(kind, link.docker_host), testbed, images, link.cut)
@@ -392,8 +397,10 @@ def test_stream_broken_mid_pull(kind: str, testbed: Testbed, images: Images,
 
 def short_timeout_backends(docker_host: str) -> list[ImageBackend]:
     """Both backends with 2 s bounds on their short calls."""
-    return [DockerSdkBackend(docker_host, timeout=2.0),
-            DockerCliBackend(docker_host, timeout=2.0, registry=RegistryClient(timeout=2.0))]
+    return [
+        DockerSdkBackend(docker_host, timeout=2.0),
+        DockerCliBackend(docker_host, timeout=2.0, registry=RegistryClient(timeout=2.0)),
+    ]
 
 
 def test_registry_digest_of_a_hung_registry(testbed: Testbed) -> None:

@@ -94,8 +94,16 @@ def test_order_follows_dependencies_then_writing_order() -> None:
         ([_pull("a"), _pull("a")], "step name 'a' is used twice"),
         ([_pull("a", dependsOn=["zzz"])], "depends on unknown step(s) ['zzz']"),
         (
-            [_pull("a"), _tag("t", "x:2", imageFrom={"step": "a"})],
-            "imageFrom.step 'a' must also be listed in dependsOn",
+            [_pull("a"), _tag("t", "x:2", imageFrom={"step": "t"})],
+            "imageFrom cannot name the step itself",
+        ),
+        (
+            [_pull("a"), _tag("t", "x:2", imageFrom={"step": "zzz"})],
+            "depends on unknown step(s) ['zzz']",
+        ),
+        (
+            [_pull("a", dependsOn=["t"]), _tag("t", "x:2", imageFrom={"step": "a"})],
+            "dependency cycle: a -> t -> a",
         ),
         (
             [
@@ -110,6 +118,33 @@ def test_invalid_graphs_say_why(steps: list[dict[str, Any]], message: str) -> No
     with pytest.raises(InvalidWorkflow) as err:
         dag.build_graph(_spec(*steps))
     assert message in str(err.value)
+
+
+def test_image_from_implies_the_dependency_on_any_ancestor() -> None:
+    """pull -> tag -> push, the push taking its image from the pull (an ancestor)."""
+    graph = dag.build_graph(
+        _spec(
+            _pull(),
+            _tag("tag", "reg:5000/app:stable", imageFrom={"step": "pull"}),
+            {
+                "name": "push",
+                "action": "Push",
+                "target": "auth:5000/app:1.0",
+                "imageFrom": {"step": "pull"},
+                "dependsOn": ["tag"],
+            },
+        )
+    )
+    assert graph.deps == {"pull": (), "tag": ("pull",), "push": ("tag", "pull")}
+    assert graph.order == ("pull", "tag", "push")
+
+
+def test_pinned_image_of_a_local_image_whose_digest_is_its_id() -> None:
+    """A Tag of a never-pushed image reports its image ID as digest: the ID is the pin."""
+    local = _child(
+        "tag", action="Tag", image="local/only:1", target="x:1", digest=ID1, image_id=ID1
+    )
+    assert dag.pinned_image(local) == ID1
 
 
 def test_find_cycle_including_a_self_loop() -> None:

@@ -66,3 +66,32 @@ def test_last_waiter_gone_cancels_the_work() -> None:
         return tokens[0].cancelled and len(flights) == 0
 
     assert asyncio.run(main())
+
+
+def test_callers_learn_when_the_shared_work_starts() -> None:
+    """The work may wait for a slot first; every caller, early or late, hears when it starts."""
+    events: list[str] = []
+
+    async def main() -> None:
+        flights: Flights[str] = Flights()
+        go = asyncio.Event()
+
+        async def work(token: CancelToken, _p: object) -> str:
+            await go.wait()  # queued behind --max-concurrent
+            flights.start("k")
+            await asyncio.sleep(0.05)
+            return "ok"
+
+        early = asyncio.ensure_future(
+            flights.run("k", work, lambda p: None, lambda: events.append("early"))
+        )
+        await asyncio.sleep(0.01)
+        assert events == []
+        go.set()
+        await asyncio.sleep(0.01)
+        assert events == ["early"]
+        late = await flights.run("k", work, lambda p: None, lambda: events.append("late"))
+        assert late == ("ok", True) and await early == ("ok", False)
+
+    asyncio.run(main())
+    assert events == ["early", "late"]

@@ -2,6 +2,7 @@ from datetime import UTC, datetime, timedelta
 
 from imageops.models.common import ErrorReason, Phase
 from imageops.models.imageoperation import ImageOperationStatus
+from imageops.services.backend import TransferProgress
 from imageops.services.errors import OperationError
 from imageops.services.lifecycle import (
     Decision,
@@ -34,7 +35,28 @@ def test_decide() -> None:
 
 
 def _run() -> RunState:
-    return RunState(generation=3, node="n1", job_id="j1", start_time=T0, conditions=[], attempts=1)
+    return RunState(
+        generation=3, node="n1", job_id="j1", start_time=T0, conditions=[], attempts=1, started=True
+    )
+
+
+def test_a_queued_run_is_pending_without_a_start_time() -> None:
+    run = RunState(generation=3, node="n1", job_id="j1", start_time=T0, conditions=[])
+    patch = started_patch(run, Phase.PENDING, "queued: all 2 slots", T0, reason="Queued")
+    assert patch["phase"] == "Pending" and patch["startTime"] is None
+    reconciling = next(c for c in patch["conditions"] if c["type"] == "Reconciling")
+    assert (reconciling["status"], reconciling["reason"]) == ("True", "Queued")
+
+
+def test_a_succeeded_transfer_reports_every_layer_done() -> None:
+    progress = TransferProgress(layers_done=0, layers_total=1, bytes_done=700, bytes_total=700)
+    result = OperationResult(digest=DIGEST, image_id="sha256:1", progress=progress)
+    patch = succeeded_patch(_run(), result, T0)
+    wire = patch["progress"]
+    assert (wire["layersDone"], wire["layersTotal"]) == (1, 1)
+    assert (wire["bytesDone"], wire["bytesTotal"]) == (700, 700)
+    assert wire["summary"].startswith("100%")
+    assert "progress" not in succeeded_patch(_run(), OperationResult(digest=DIGEST), T0)
 
 
 def test_started_patch_clears_nothing_it_sets() -> None:

@@ -17,31 +17,51 @@ from imageops.services.errors import RETRYABLE, SUGGESTIONS
 
 
 def test_pull_on_a_node_is_an_image_operation() -> None:
-    plural, body = build(Request("Pull", "reg.local/app:1", node="n1", session="s",
-                                 credentials="cred", dry_run=True))
+    plural, body = build(
+        Request("Pull", "reg.local/app:1", node="n1", session="s", credentials="cred", dry_run=True)
+    )
     assert plural == "imageoperations"
     assert body["kind"] == "ImageOperation" and body["metadata"] == {"generateName": "pull-"}
-    assert body["spec"] == {"action": "Pull", "image": "reg.local/app:1", "nodeName": "n1",
-                            "sessionRef": {"name": "s"}, "dryRun": True,
-                            "credentials": {"secretRef": {"name": "cred"}}}
+    assert body["spec"] == {
+        "action": "Pull",
+        "image": "reg.local/app:1",
+        "nodeName": "n1",
+        "sessionRef": {"name": "s"},
+        "dryRun": True,
+        "credentials": {"secretRef": {"name": "cred"}},
+    }
 
 
 def test_all_nodes_is_a_fan_out_workflow() -> None:
-    plural, body = build(Request("Pull", "reg.local/app:1", selector={"pool": "gpu"},
-                                 all_nodes=True, name="warm", parallelism=4))
+    plural, body = build(
+        Request(
+            "Pull",
+            "reg.local/app:1",
+            selector={"pool": "gpu"},
+            all_nodes=True,
+            name="warm",
+            parallelism=4,
+        )
+    )
     assert plural == "workflows" and body["metadata"] == {"name": "warm"}
-    assert body["spec"] == {"steps": [{"name": "pull", "action": "Pull",
-                                       "image": "reg.local/app:1"}],
-                            "allNodes": True, "nodeSelector": {"pool": "gpu"}, "parallelism": 4}
+    assert body["spec"] == {
+        "steps": [{"name": "pull", "action": "Pull", "image": "reg.local/app:1"}],
+        "allNodes": True,
+        "nodeSelector": {"pool": "gpu"},
+        "parallelism": 4,
+    }
 
 
-@pytest.mark.parametrize(("request_", "message"), [
-    (Request("Tag", "a:1"), "TARGET"),
-    (Request("Pull", "a:1", target="b:1"), "no TARGET"),
-    (Request("Pull", "a:1", all_nodes=True), "--selector"),
-    (Request("Pull", "a:1", node="n", selector={"a": "b"}), "--node excludes"),
-    (Request("Pull", "Bad Ref"), "image"),
-])
+@pytest.mark.parametrize(
+    ("request_", "message"),
+    [
+        (Request("Tag", "a:1"), "TARGET"),
+        (Request("Pull", "a:1", target="b:1"), "no TARGET"),
+        (Request("Pull", "a:1", all_nodes=True), "--selector"),
+        (Request("Pull", "a:1", node="n", selector={"a": "b"}), "--node excludes"),
+        (Request("Pull", "Bad Ref"), "image"),
+    ],
+)
 def test_bad_requests_are_refused(request_: Request, message: str) -> None:
     with pytest.raises(InvalidRequest, match=message):
         build(request_)
@@ -52,9 +72,15 @@ def test_selector_and_kubectl_options() -> None:
     with pytest.raises(InvalidRequest):
         parse_selector("nokey")
     args = build_parser().parse_args(
-        ["pull", "x:1", "-n", "ns", "--context", "c", "--kubeconfig", "k", "-o", "yaml", "--wait"])
+        ["pull", "x:1", "-n", "ns", "--context", "c", "--kubeconfig", "k", "-o", "yaml", "--wait"]
+    )
     assert (args.namespace, args.context, args.kubeconfig, args.output, args.wait) == (
-        "ns", "c", "k", "yaml", True)
+        "ns",
+        "c",
+        "k",
+        "yaml",
+        True,
+    )
     assert build_parser().parse_args(["get", "-A"]).all_namespaces
 
 
@@ -67,30 +93,42 @@ def test_explain_uses_the_suggestions_of_services_errors() -> None:
         assert ("yes:" if reason in RETRYABLE else "no:") in text
     out = io.StringIO()
     assert explain("RateLimited", out, "json") == 0
-    assert json.loads(out.getvalue()) == {"reason": "RateLimited", "retryable": True,
-                                          "suggestion": SUGGESTIONS[ErrorReason.RATE_LIMITED]}
+    assert json.loads(out.getvalue()) == {
+        "reason": "RateLimited",
+        "retryable": True,
+        "suggestion": SUGGESTIONS[ErrorReason.RATE_LIMITED],
+    }
     assert explain("NoSuchReason", io.StringIO()) == 2
 
 
 def _op(phase: str, **status: object) -> dict[str, object]:
-    return {"metadata": {"name": "op", "namespace": "ns", "generation": 1},
-            "spec": {"image": "reg/app:1"},
-            "status": {"phase": phase, "observedGeneration": 1, **status}}
+    return {
+        "metadata": {"name": "op", "namespace": "ns", "generation": 1},
+        "spec": {"image": "reg/app:1"},
+        "status": {"phase": phase, "observedGeneration": 1, **status},
+    }
 
 
 def test_operation_view_has_a_bar_per_layer_and_the_final_facts() -> None:
-    layers = [{"id": "a" * 12, "bytesDone": 5, "bytesTotal": 10, "done": False},
-              {"id": "b" * 12, "bytesDone": 10, "bytesTotal": 10, "done": True}]
-    snap = view.operation(_op("Running", progress={"layers": layers, "bytesDone": 15,
-                                                   "bytesTotal": 20}))
-    assert [(b.label, b.phase) for b in snap.bars] == [("a" * 12, "Running"),
-                                                       ("b" * 12, "Succeeded")]
+    layers = [
+        {"id": "a" * 12, "bytesDone": 5, "bytesTotal": 10, "done": False},
+        {"id": "b" * 12, "bytesDone": 10, "bytesTotal": 10, "done": True},
+    ]
+    snap = view.operation(
+        _op("Running", progress={"layers": layers, "bytesDone": 15, "bytesTotal": 20})
+    )
+    assert [(b.label, b.phase) for b in snap.bars] == [
+        ("a" * 12, "Running"),
+        ("b" * 12, "Succeeded"),
+    ]
     assert (snap.bytes_done, snap.bytes_total, snap.finished) == (15, 20, False)
     failed = view.operation(_op("Failed", lastError={"reason": "NotFound", "message": "gone"}))
     assert failed.finished and not failed.succeeded
     assert final_lines(failed) == [
-        "Failed imageoperation/op", "  error: NotFound: gone",
-        f"  suggestion: {SUGGESTIONS[ErrorReason.NOT_FOUND]}"]
+        "Failed imageoperation/op",
+        "  error: NotFound: gone",
+        f"  suggestion: {SUGGESTIONS[ErrorReason.NOT_FOUND]}",
+    ]
     # A status of an older generation is not this generation's result.
     stale = _op("Succeeded")
     stale["metadata"]["generation"] = 2  # type: ignore[index]
@@ -98,18 +136,29 @@ def test_operation_view_has_a_bar_per_layer_and_the_final_facts() -> None:
 
 
 def test_fan_out_view_sums_children_per_node() -> None:
-    wf = {"metadata": {"name": "w", "namespace": "ns", "generation": 1},
-          "status": {"phase": "Running", "observedGeneration": 1,
-                     "nodes": {"n1": {"phase": "Running"}, "n2": {"phase": "Succeeded"}}}}
+    wf = {
+        "metadata": {"name": "w", "namespace": "ns", "generation": 1},
+        "status": {
+            "phase": "Running",
+            "observedGeneration": 1,
+            "nodes": {"n1": {"phase": "Running"}, "n2": {"phase": "Succeeded"}},
+        },
+    }
     children = [
-        {"metadata": {"labels": {"imageops.dev/node": "n1"}},
-         "status": {"phase": "Running", "progress": {"bytesDone": 3, "bytesTotal": 9}}},
-        {"metadata": {"labels": {"imageops.dev/node": "n2"}},
-         "status": {"phase": "Succeeded", "cacheHit": True, "sizeBytes": 9}},
+        {
+            "metadata": {"labels": {"imageops.dev/node": "n1"}},
+            "status": {"phase": "Running", "progress": {"bytesDone": 3, "bytesTotal": 9}},
+        },
+        {
+            "metadata": {"labels": {"imageops.dev/node": "n2"}},
+            "status": {"phase": "Succeeded", "cacheHit": True, "sizeBytes": 9},
+        },
     ]
     snap = view.workflow(wf, children)
     assert [(b.label, b.phase, b.bytes_done, b.bytes_total, b.note) for b in snap.bars] == [
-        ("n1", "Running", 3, 9, ""), ("n2", "Succeeded", 9, 9, "cached")]
+        ("n1", "Running", 3, 9, ""),
+        ("n2", "Succeeded", 9, 9, "cached"),
+    ]
 
 
 def test_piped_and_json_views() -> None:
@@ -117,8 +166,9 @@ def test_piped_and_json_views() -> None:
     assert isinstance(make_view(out, None), PlainView)
     assert isinstance(make_view(out, "json"), JsonView)
     plain = PlainView(out)
-    running = view.operation(_op("Running", progress={"bytesDone": 50_000_000,
-                                                      "bytesTotal": 100_000_000}))
+    running = view.operation(
+        _op("Running", progress={"bytesDone": 50_000_000, "bytesTotal": 100_000_000})
+    )
     plain.show(running)
     plain.show(running)  # unchanged: no second line
     assert out.getvalue().splitlines() == ["reg/app:1  Running  50% 50/100MB"]

@@ -30,14 +30,24 @@ LAYER = "454c4f742b69"
 PULL: list[dict[str, Any]] = [
     {"status": "Pulling from dev/big", "id": "v1"},
     {"status": "Pulling fs layer", "progressDetail": {}, "id": LAYER},
-    {"status": "Downloading", "progressDetail": {"current": 552960, "total": 104889863},
-     "progress": "[>   ]    553kB/104.9MB", "id": LAYER},
-    {"status": "Downloading", "progressDetail": {"current": 52428800, "total": 104889863},
-     "id": LAYER},
+    {
+        "status": "Downloading",
+        "progressDetail": {"current": 552960, "total": 104889863},
+        "progress": "[>   ]    553kB/104.9MB",
+        "id": LAYER,
+    },
+    {
+        "status": "Downloading",
+        "progressDetail": {"current": 52428800, "total": 104889863},
+        "id": LAYER,
+    },
     {"status": "Verifying Checksum", "progressDetail": {}, "id": LAYER},
     {"status": "Download complete", "progressDetail": {}, "id": LAYER},
-    {"status": "Extracting", "progressDetail": {"current": 557056, "total": 104889863},
-     "id": LAYER},
+    {
+        "status": "Extracting",
+        "progressDetail": {"current": 557056, "total": 104889863},
+        "id": LAYER,
+    },
     {"status": "Pull complete", "progressDetail": {}, "id": LAYER},
     {"status": f"Digest: {DIGEST}"},
     {"status": "Status: Downloaded newer image for 127.0.0.1:25000/dev/big:v1"},
@@ -48,15 +58,16 @@ PUSH: list[dict[str, Any]] = [
     {"status": "The push refers to repository [127.0.0.1:25001/dev/seed]"},
     {"status": "Preparing", "progressDetail": {}, "id": "b8ff902c03b5"},
     {"status": "Pushing", "progressDetail": {"current": 512, "total": 6}, "id": "b8ff902c03b5"},
-    {"status": "Pushing", "progressDetail": {"current": 10240, "total": 6},
-     "id": "b8ff902c03b5"},
+    {"status": "Pushing", "progressDetail": {"current": 10240, "total": 6}, "id": "b8ff902c03b5"},
     {"status": "Pushed", "progressDetail": {}, "id": "b8ff902c03b5"},
     {"status": f"v1: digest: {DIGEST} size: 523"},
     {"progressDetail": {}, "aux": {"Tag": "v1", "Digest": DIGEST, "Size": 523}},
 ]
 
-NO_AUTH = {"errorDetail": {"message": "no basic auth credentials"},
-           "error": "no basic auth credentials"}
+NO_AUTH = {
+    "errorDetail": {"message": "no basic auth credentials"},
+    "error": "no basic auth credentials",
+}
 
 
 def fed(items: list[dict[str, Any]]) -> ProgressTracker:
@@ -106,29 +117,47 @@ def test_push_bytes_never_pass_the_total() -> None:
 
 def test_items_that_are_not_layers_are_ignored() -> None:
     # A tag of twelve hex characters looks like a layer id; its statuses do not.
-    tracker = fed([
-        {"status": "Pulling from dev/x", "id": "abcdef123456"},
-        {"status": f"digest: {DIGEST} size: 1", "id": "abcdef123456"},
-        {"status": "Preparing", "id": "v1"},
-    ])
+    tracker = fed(
+        [
+            {"status": "Pulling from dev/x", "id": "abcdef123456"},
+            {"status": f"digest: {DIGEST} size: 1", "id": "abcdef123456"},
+            {"status": "Preparing", "id": "v1"},
+        ]
+    )
     assert tracker.snapshot() == TransferProgress()
 
 
 def test_cache_hit_when_up_to_date_or_every_layer_exists() -> None:
-    assert fed([{"status": f"Digest: {DIGEST}"},
-                {"status": "Status: Image is up to date for x:1"}]).cache_hit
-    assert fed([{"status": "Already exists", "id": "aaaaaaaaaaaa"},
-                {"status": "Already exists", "id": "bbbbbbbbbbbb"},
-                {"status": "Status: Downloaded newer image for x:1"}]).cache_hit
-    assert not fed([{"status": "Already exists", "id": "aaaaaaaaaaaa"},
-                    {"status": "Pull complete", "id": "bbbbbbbbbbbb"}]).cache_hit
+    assert fed(
+        [{"status": f"Digest: {DIGEST}"}, {"status": "Status: Image is up to date for x:1"}]
+    ).cache_hit
+    assert fed(
+        [
+            {"status": "Already exists", "id": "aaaaaaaaaaaa"},
+            {"status": "Already exists", "id": "bbbbbbbbbbbb"},
+            {"status": "Status: Downloaded newer image for x:1"},
+        ]
+    ).cache_hit
+    assert not fed(
+        [
+            {"status": "Already exists", "id": "aaaaaaaaaaaa"},
+            {"status": "Pull complete", "id": "bbbbbbbbbbbb"},
+        ]
+    ).cache_hit
 
 
 def test_layer_done_statuses() -> None:
-    done = ["Pull complete", "Already exists", "Pushed", "Layer already exists",
-            "Mounted from library/busybox"]
-    tracker = fed([{"status": s, "id": f"{i:012x}"} for i, s in enumerate(done)]
-                  + [{"status": "Waiting", "id": "ffffffffffff"}])
+    done = [
+        "Pull complete",
+        "Already exists",
+        "Pushed",
+        "Layer already exists",
+        "Mounted from library/busybox",
+    ]
+    tracker = fed(
+        [{"status": s, "id": f"{i:012x}"} for i, s in enumerate(done)]
+        + [{"status": "Waiting", "id": "ffffffffffff"}]
+    )
     assert (tracker.snapshot().layers_done, tracker.snapshot().layers_total) == (5, 6)
 
 
@@ -141,22 +170,30 @@ def test_digests() -> None:
     assert all(push_digest(item) is None for item in PUSH[:-2])
 
 
-@pytest.mark.parametrize(("line", "item"), [
-    ("454c4f742b69: Pull complete\n", {"id": LAYER, "status": "Pull complete"}),
-    (f"Digest: {DIGEST}", {"status": f"Digest: {DIGEST}"}),
-    (f"latest: digest: {DIGEST} size: 528", {"status": f"latest: digest: {DIGEST} size: 528"}),
-    ("v1: Pulling from dev/seed", {"status": "v1: Pulling from dev/seed"}),
-])
+@pytest.mark.parametrize(
+    ("line", "item"),
+    [
+        ("454c4f742b69: Pull complete\n", {"id": LAYER, "status": "Pull complete"}),
+        (f"Digest: {DIGEST}", {"status": f"Digest: {DIGEST}"}),
+        (f"latest: digest: {DIGEST} size: 528", {"status": f"latest: digest: {DIGEST} size: 528"}),
+        ("v1: Pulling from dev/seed", {"status": "v1: Pulling from dev/seed"}),
+    ],
+)
 def test_parse_cli_line(line: str, item: dict[str, str]) -> None:
     assert parse_cli_line(line) == item
 
 
 def test_cli_lines_give_layers_and_digest() -> None:
-    lines = ["v1: Pulling from dev/big", f"{LAYER}: Pulling fs layer",
-             f"{LAYER}: Verifying Checksum", f"{LAYER}: Download complete",
-             f"{LAYER}: Pull complete", f"Digest: {DIGEST}",
-             "Status: Downloaded newer image for 127.0.0.1:25000/dev/big:v1",
-             "127.0.0.1:25000/dev/big:v1"]
+    lines = [
+        "v1: Pulling from dev/big",
+        f"{LAYER}: Pulling fs layer",
+        f"{LAYER}: Verifying Checksum",
+        f"{LAYER}: Download complete",
+        f"{LAYER}: Pull complete",
+        f"Digest: {DIGEST}",
+        "Status: Downloaded newer image for 127.0.0.1:25000/dev/big:v1",
+        "127.0.0.1:25000/dev/big:v1",
+    ]
     seen: list[TransferProgress] = []
     reader = StreamReader("pull", seen.append)
     for line in lines:
@@ -211,8 +248,9 @@ def test_push_target() -> None:
 
 
 def test_repo_digest_matches_the_repository() -> None:
-    image = ImageInfo("sha256:1", repo_digests=(f"127.0.0.1:5000/x/y@{DIGEST}",
-                                                "busybox@sha256:" + "1" * 64))
+    image = ImageInfo(
+        "sha256:1", repo_digests=(f"127.0.0.1:5000/x/y@{DIGEST}", "busybox@sha256:" + "1" * 64)
+    )
     assert repo_digest(image, parse_reference("127.0.0.1:5000/x/y:v1")) == DIGEST
     assert repo_digest(image, parse_reference("docker.io/library/busybox")) == (
         "sha256:" + "1" * 64

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import re
 import time
 
 import pytest
 
-from imageops.models.common import ErrorReason, PullPolicy
+from imageops.models.common import IMAGE_REF, ErrorReason, PullPolicy
 from imageops.services.errors import OperationError, classify_message
 from imageops.services.reference import (
     ImageRef,
@@ -285,3 +286,37 @@ def test_image_ids_are_recognised() -> None:
     assert is_image_id("sha256:" + "a" * 64)
     assert not is_image_id("sha256:" + "a" * 63)
     assert not is_image_id("busybox:latest")
+
+
+# The CRD's pattern (models.common.IMAGE_REF, RE2 on the API server) accepts what
+# the parser accepts; it may let through what only lengths and digest sizes reject,
+# which the agent still reports as InvalidReference.
+_LENGTH_OR_DIGEST_SIZE_ONLY = {
+    "busybox@sha256:" + "f" * 63,
+    "busybox@sha256:" + "F" * 64,
+    "busybox@sha512:" + "f" * 64,
+    "f" * 64,
+    "a/" * 128 + "a:tag",
+    "a/" * 127 + "a:tag-puts-this-over-max",
+}
+
+
+@pytest.mark.parametrize("text", [v[0] for v in VALID])
+def test_crd_pattern_accepts_every_valid_reference(text: str) -> None:
+    assert re.fullmatch(IMAGE_REF, text), text
+
+
+@pytest.mark.parametrize("text", [t for t in INVALID if t not in _LENGTH_OR_DIGEST_SIZE_ONLY])
+def test_crd_pattern_rejects_what_the_grammar_rejects(text: str) -> None:
+    assert re.fullmatch(IMAGE_REF, text) is None, text
+
+
+@pytest.mark.parametrize("text", ["UPPER/Case::bad", "Foo", "app/Upper:1", "host:port/repo"])
+def test_crd_pattern_rejects_at_admission_what_failed_later(text: str) -> None:
+    assert re.fullmatch(IMAGE_REF, text) is None
+    with pytest.raises(OperationError):
+        parse_reference(text)
+
+
+def test_image_ids_match_the_crd_pattern() -> None:
+    assert re.fullmatch(IMAGE_REF, SHA)  # as name:tag; rollbacks tag image IDs back

@@ -47,17 +47,28 @@ def _op(
     annotations: dict[str, str] | None = None,
     done: datetime = T0,
 ) -> dict[str, Any]:
-    status: dict[str, Any] = {"phase": phase, "observedGeneration": observed,
-                              "startTime": _stamp(done - timedelta(seconds=5))}
+    status: dict[str, Any] = {
+        "phase": phase,
+        "observedGeneration": observed,
+        "startTime": _stamp(done - timedelta(seconds=5)),
+    }
     if phase in ("Succeeded", "Failed"):
         status.update(completionTime=_stamp(done), durationSeconds=duration, cacheHit=cache_hit)
     if reason:
-        status["lastError"] = {"reason": reason, "message": f"{reason} " + "x" * 2000,
-                               "retryable": False}
+        status["lastError"] = {
+            "reason": reason,
+            "message": f"{reason} " + "x" * 2000,
+            "retryable": False,
+        }
     return {
-        "metadata": {"name": name, "namespace": "ns", "uid": f"uid-{name}",
-                     "generation": generation, "annotations": annotations or {},
-                     "creationTimestamp": _stamp(done - timedelta(seconds=10))},
+        "metadata": {
+            "name": name,
+            "namespace": "ns",
+            "uid": f"uid-{name}",
+            "generation": generation,
+            "annotations": annotations or {},
+            "creationTimestamp": _stamp(done - timedelta(seconds=10)),
+        },
         "spec": {"action": action, "image": "reg:5000/app:1"},
         "status": status,
     }
@@ -128,14 +139,24 @@ def test_status_stays_bounded_over_many_operations() -> None:
     sizes = []
     for i in range(3000):
         failed = i % 3 == 0
-        item = _finished(f"operation-with-a-long-name-{i:05d}", phase="Failed" if failed else
-                         "Succeeded", reason="NotFound" if failed else None,
-                         action=("Pull", "Tag", "Push")[i % 3],
-                         done=T0 + timedelta(seconds=i))
+        item = _finished(
+            f"operation-with-a-long-name-{i:05d}",
+            phase="Failed" if failed else "Succeeded",
+            reason="NotFound" if failed else None,
+            action=("Pull", "Tag", "Push")[i % 3],
+            done=T0 + timedelta(seconds=i),
+        )
         fold(status, item, spec.history_limit)
         if i in (199, 2999):
-            refresh(status, spec, generation=1, active=0, latest_activity=None, created=T0,
-                    now=T0 + timedelta(seconds=i))
+            refresh(
+                status,
+                spec,
+                generation=1,
+                active=0,
+                latest_activity=None,
+                created=T0,
+                now=T0 + timedelta(seconds=i),
+            )
             sizes.append(len(json.dumps(status_patch(status))))
     assert len(status.recent_executions) == 50 and status.errors is not None
     assert len(status.errors.recent) == 50
@@ -148,8 +169,15 @@ def test_lowering_the_history_limit_trims() -> None:
     status = ImageSessionStatus()
     for i in range(20):
         fold(status, _finished(f"op{i}", phase="Failed", reason="Timeout"), 20)
-    refresh(status, ImageSessionSpec(history_limit=5), generation=2, active=0,
-            latest_activity=None, created=T0, now=T0)
+    refresh(
+        status,
+        ImageSessionSpec(history_limit=5),
+        generation=2,
+        active=0,
+        latest_activity=None,
+        created=T0,
+        now=T0,
+    )
     assert [e.operation for e in status.recent_executions] == [f"op{i}" for i in range(15, 20)]
     assert status.errors is not None and len(status.errors.recent) == 5
     assert status.errors.by_reason == {"Timeout": 20}
@@ -163,16 +191,21 @@ def test_phase_conditions_and_expiry() -> None:
     assert status.phase == "Active" and status.expires_at is None
     assert status.jobs is not None and (status.jobs.active, status.jobs.total) == (2, 2)
     assert status.observed_generation == 3 and status.last_activity_time == later
-    ready, rec = get_condition(status.conditions, "Ready"), get_condition(status.conditions,
-                                                                          "Reconciling")
+    ready, rec = (
+        get_condition(status.conditions, "Ready"),
+        get_condition(status.conditions, "Reconciling"),
+    )
     assert ready is not None and rec is not None
-    assert (ready.status, ready.reason, rec.status) == ("True", "Active", "True")
+    # Work under way: Reconciling, not Ready (kstatus InProgress, Argo CD Progressing).
+    assert (ready.status, ready.reason, rec.status) == ("False", "OperationsActive", "True")
     assert not expiry_due(status, later + timedelta(hours=1))
 
     refresh(status, spec, generation=3, active=0, latest_activity=None, created=T0, now=later)
     assert status.phase == "Idle" and status.expires_at == later + timedelta(seconds=60)
     rec = get_condition(status.conditions, "Reconciling")
+    ready = get_condition(status.conditions, "Ready")
     assert rec is not None and rec.status == "False"
+    assert ready is not None and ready.status == "True"
     assert not expiry_due(status, later + timedelta(seconds=59))
     assert expiry_due(status, later + timedelta(seconds=60))
 
@@ -180,6 +213,9 @@ def test_phase_conditions_and_expiry() -> None:
     ready = get_condition(status.conditions, "Ready")
     assert status.phase == "Expired" and status.archived_to == "s-history"
     assert ready is not None and (ready.status, ready.reason) == ("False", "Expired")
+    # Final and unusable: Stalled, so Flux's wait and Argo CD settle (Failed/Degraded).
+    stalled = get_condition(status.conditions, "Stalled")
+    assert stalled is not None and (stalled.status, stalled.reason) == ("True", "Expired")
     refresh(status, spec, generation=3, active=1, latest_activity=None, created=T0, now=later)
     assert status.phase == "Expired" and not expiry_due(status, later + timedelta(days=1))
 
@@ -187,19 +223,35 @@ def test_phase_conditions_and_expiry() -> None:
 def test_finished_but_not_yet_counted_operations_count_in_the_total() -> None:
     status = ImageSessionStatus()
     fold(status, _finished("a"), 10)
-    refresh(status, ImageSessionSpec(), generation=1, active=2, uncounted=5,
-            latest_activity=None, created=T0, now=T0)
+    refresh(
+        status,
+        ImageSessionSpec(),
+        generation=1,
+        active=2,
+        uncounted=5,
+        latest_activity=None,
+        created=T0,
+        now=T0,
+    )
     assert status.jobs is not None
     assert (status.jobs.succeeded, status.jobs.active, status.jobs.total) == (1, 2, 8)
 
 
 def test_never_used_session_expires_from_creation() -> None:
     status = ImageSessionStatus()
-    refresh(status, ImageSessionSpec(ttl_seconds_after_idle=10), generation=1, active=0,
-            latest_activity=None, created=T0, now=T0)
+    refresh(
+        status,
+        ImageSessionSpec(ttl_seconds_after_idle=10),
+        generation=1,
+        active=0,
+        latest_activity=None,
+        created=T0,
+        now=T0,
+    )
     assert status.expires_at == T0 + timedelta(seconds=10)
-    refresh(status, ImageSessionSpec(), generation=1, active=0, latest_activity=None,
-            created=T0, now=T0)
+    refresh(
+        status, ImageSessionSpec(), generation=1, active=0, latest_activity=None, created=T0, now=T0
+    )
     assert status.expires_at is None and status.phase == "Idle"
 
 
@@ -218,8 +270,9 @@ def test_archive_document() -> None:
     status = ImageSessionStatus(recorded=["uid/1"])
     fold(status, _finished("a", phase="Failed", reason="AuthFailed"), 10)
     mark_expired(status, 1, T0, "s-history")
-    doc = build_archive("ns", "s", "uid-s", ImageSessionSpec(preserve_logs=True), status,
-                        "Expired", T0)
+    doc = build_archive(
+        "ns", "s", "uid-s", ImageSessionSpec(preserve_logs=True), status, "Expired", T0
+    )
     assert doc["session"] == {"namespace": "ns", "name": "s", "uid": "uid-s"}
     assert doc["reason"] == "Expired" and doc["archivedAt"] == "2026-01-01T12:00:00Z"
     assert doc["spec"]["preserveLogs"] is True

@@ -14,15 +14,23 @@ from imageops.services.workflow_run import Rollback, RunPlan
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 D1 = "sha256:" + "1" * 64
 META = ws.RunMeta(generation=2, run_id="abcd-g2", start_time=T0, now=T0 + timedelta(seconds=9))
-S, F, R, P, K, C = (StepPhase.SUCCEEDED, StepPhase.FAILED, StepPhase.RUNNING,
-                    StepPhase.PENDING, StepPhase.SKIPPED, StepPhase.CANCELLED)
+S, F, R, P, K, C = (
+    StepPhase.SUCCEEDED,
+    StepPhase.FAILED,
+    StepPhase.RUNNING,
+    StepPhase.PENDING,
+    StepPhase.SKIPPED,
+    StepPhase.CANCELLED,
+)
 
 
-def _body(status: dict[str, Any] | None = None, generation: int = 1,
-          **spec: Any) -> dict[str, Any]:
+def _body(status: dict[str, Any] | None = None, generation: int = 1, **spec: Any) -> dict[str, Any]:
     return {
-        "metadata": {"name": "wf-g1-pull", "generation": generation,
-                     "labels": {"imageops.dev/step": "pull", "imageops.dev/node": "n1"}},
+        "metadata": {
+            "name": "wf-g1-pull",
+            "generation": generation,
+            "labels": {"imageops.dev/step": "pull", "imageops.dev/node": "n1"},
+        },
         "spec": {"action": "Pull", "image": "reg/app:1", "nodeName": "n1", **spec},
         "status": status or {},
     }
@@ -30,10 +38,19 @@ def _body(status: dict[str, Any] | None = None, generation: int = 1,
 
 def test_child_view_reads_phase_and_result() -> None:
     assert ws.child_view(_body()).phase is R  # type: ignore[union-attr]
-    done = ws.child_view(_body({
-        "phase": "Succeeded", "observedGeneration": 1, "digest": D1, "imageId": "sha256:ab",
-        "previousTargetImageId": "sha256:cd", "startTime": "2026-01-01T00:00:00Z",
-        "completionTime": "2026-01-01T00:00:05Z"}))
+    done = ws.child_view(
+        _body(
+            {
+                "phase": "Succeeded",
+                "observedGeneration": 1,
+                "digest": D1,
+                "imageId": "sha256:ab",
+                "previousTargetImageId": "sha256:cd",
+                "startTime": "2026-01-01T00:00:00Z",
+                "completionTime": "2026-01-01T00:00:05Z",
+            }
+        )
+    )
     assert done is not None and done.phase is S and done.digest == D1
     assert (done.step, done.node, done.image_id) == ("pull", "n1", "sha256:ab")
     assert done.previous_target_image_id == "sha256:cd"
@@ -42,8 +59,7 @@ def test_child_view_reads_phase_and_result() -> None:
 
 def test_child_view_failed_carries_the_error_and_old_generations_count_as_running() -> None:
     error = {"reason": "NotFound", "message": "gone", "retryable": False}
-    failed = ws.child_view(_body({"phase": "Failed", "observedGeneration": 1,
-                                  "lastError": error}))
+    failed = ws.child_view(_body({"phase": "Failed", "observedGeneration": 1, "lastError": error}))
     assert failed is not None and failed.error is not None
     assert failed.error.reason == ErrorReason.NOT_FOUND
     stale = ws.child_view(_body({"phase": "Succeeded", "observedGeneration": 1}, generation=2))
@@ -57,30 +73,43 @@ def _plan(phases: dict[str, StepPhase], node: str = "n1", **kw: Any) -> RunPlan:
 
 def test_outcome_running_succeeded_failed() -> None:
     running = ws.outcome(_plan({"a": S, "b": R, "c": P}), False, False)
-    assert running == ws.Outcome(Phase.RUNNING, "Running",
-                                 "1/3 steps finished; running: b")
+    assert running == ws.Outcome(Phase.RUNNING, "Running", "1/3 steps finished; running: b")
     assert ws.outcome(_plan({"a": S, "b": S}), False, False) == ws.Outcome(
-        Phase.SUCCEEDED, "Succeeded", "all 2 steps succeeded")
+        Phase.SUCCEEDED, "Succeeded", "all 2 steps succeeded"
+    )
     error = ErrorInfo(reason=ErrorReason.AUTH_FAILED, message="denied", retryable=False)
-    plan = RunPlan(steps={"n1": {"a": StepStatus(phase=S), "b": StepStatus(phase=F, error=error),
-                                 "c": StepStatus(phase=K)}}, stop_reason="step b failed")
+    plan = RunPlan(
+        steps={
+            "n1": {
+                "a": StepStatus(phase=S),
+                "b": StepStatus(phase=F, error=error),
+                "c": StepStatus(phase=K),
+            }
+        },
+        stop_reason="step b failed",
+    )
     assert ws.outcome(plan, False, False) == ws.Outcome(
-        Phase.FAILED, "StepFailed", "step b failed: AuthFailed: denied")
+        Phase.FAILED, "StepFailed", "step b failed: AuthFailed: denied"
+    )
 
 
 def test_outcome_deadline_and_rollback() -> None:
     plan = _plan({"a": C, "b": K}, stop_reason="activeDeadlineSeconds (5s) exceeded")
     assert ws.outcome(plan, False, True) == ws.Outcome(
-        Phase.FAILED, "DeadlineExceeded", "activeDeadlineSeconds (5s) exceeded")
+        Phase.FAILED, "DeadlineExceeded", "activeDeadlineSeconds (5s) exceeded"
+    )
     rolling = _plan({"a": S, "b": F}, rollback=Rollback(wanted=True, pending=True))
     assert ws.outcome(rolling, False, False).reason == "RollingBack"
     assert ws.outcome(rolling, False, False).phase is Phase.RUNNING
-    done = _plan({"a": S, "b": F}, rollback=Rollback(
-        wanted=True, restored=["app:stable"], failed=["app:x: NotFound"]))
+    done = _plan(
+        {"a": S, "b": F},
+        rollback=Rollback(wanted=True, restored=["app:stable"], failed=["app:x: NotFound"]),
+    )
     result = ws.outcome(done, False, False)
     assert result.phase is Phase.FAILED
-    assert result.message == ("step b failed; rolled back: app:stable; "
-                              "could not roll back: app:x: NotFound")
+    assert result.message == (
+        "step b failed; rolled back: app:stable; could not roll back: app:x: NotFound"
+    )
 
 
 def test_run_status_single_node() -> None:
@@ -89,13 +118,19 @@ def test_run_status_single_node() -> None:
     assert status.phase == Phase.FAILED and status.node == "n1" and status.nodes == {}
     assert status.progress == "3/3" and status.rolled_back == ["t:1"]
     assert status.counts is not None
-    assert (status.counts.total, status.counts.succeeded, status.counts.failed,
-            status.counts.skipped) == (3, 1, 1, 1)
+    assert (
+        status.counts.total,
+        status.counts.succeeded,
+        status.counts.failed,
+        status.counts.skipped,
+    ) == (3, 1, 1, 1)
     assert status.completion_time == META.now and status.start_time == T0
     conditions = {c.type: (c.status, c.reason, c.observed_generation) for c in status.conditions}
-    assert conditions == {"Ready": ("False", "StepFailed", 2),
-                          "Reconciling": ("False", "Failed", 2),
-                          "Stalled": ("True", "StepFailed", 2)}
+    assert conditions == {
+        "Ready": ("False", "StepFailed", 2),
+        "Reconciling": ("False", "Failed", 2),
+        "Stalled": ("True", "StepFailed", 2),
+    }
 
 
 def test_run_status_fan_out_and_kept_completion_time() -> None:
@@ -110,17 +145,22 @@ def test_run_status_fan_out_and_kept_completion_time() -> None:
     done = _plan({"a": S})
     first = ws.run_status(WorkflowStatus(), META, done, False, False)
     assert first.nodes_progress is None  # one node: no fan-out column
-    later = ws.run_status(first, ws.RunMeta(2, "abcd-g2", T0, T0 + timedelta(hours=1)), done,
-                          False, False)
+    later = ws.run_status(
+        first, ws.RunMeta(2, "abcd-g2", T0, T0 + timedelta(hours=1)), done, False, False
+    )
     assert later.completion_time == first.completion_time
 
 
 def test_an_unchanged_pass_writes_nothing() -> None:
     plan = _plan({"a": S, "b": R})
     stored = ws.status_wire(ws.run_status(WorkflowStatus(), META, plan, False, False))
-    again = ws.run_status(WorkflowStatus.model_validate(stored),
-                          ws.RunMeta(2, "abcd-g2", T0, META.now + timedelta(seconds=3)),
-                          plan, False, False)
+    again = ws.run_status(
+        WorkflowStatus.model_validate(stored),
+        ws.RunMeta(2, "abcd-g2", T0, META.now + timedelta(seconds=3)),
+        plan,
+        False,
+        False,
+    )
     assert ws.merge_delta(stored, ws.status_wire(again)) == {}
 
 
@@ -129,7 +169,12 @@ def test_node_phase() -> None:
         return ws.node_phase({str(i): StepStatus(phase=p) for i, p in enumerate(ps)})
 
     assert (phase(S, S), phase(S, K), phase(P, P), phase(S, P), phase(C, R)) == (
-        Phase.SUCCEEDED, Phase.FAILED, Phase.PENDING, Phase.RUNNING, Phase.RUNNING)
+        Phase.SUCCEEDED,
+        Phase.FAILED,
+        Phase.PENDING,
+        Phase.RUNNING,
+        Phase.RUNNING,
+    )
 
 
 def test_pending_and_invalid_status() -> None:
@@ -144,21 +189,31 @@ def test_pending_and_invalid_status() -> None:
 def test_merge_delta() -> None:
     old = {"a": 1, "b": {"x": 1, "y": 2}, "c": [1, 2], "gone": True, "m": {"k": {"z": 1}}}
     new = {"a": 1, "b": {"x": 1, "y": 3}, "c": [1], "m": {}, "n": {}}
-    assert ws.merge_delta(old, new) == {"b": {"y": 3}, "c": [1], "gone": None,
-                                        "m": {"k": None}, "n": {}}
+    assert ws.merge_delta(old, new) == {
+        "b": {"y": 3},
+        "c": [1],
+        "gone": None,
+        "m": {"k": None},
+        "n": {},
+    }
     assert ws.merge_delta(new, new) == {}
 
 
 def test_run_nodes_messages_and_ttl() -> None:
-    views = [ChildView(name="x", node="n2", step="a", action="Pull", image="a:1", phase=R,
-                       target=None)]
+    views = [
+        ChildView(name="x", node="n2", step="a", action="Pull", image="a:1", phase=R, target=None)
+    ]
     assert ws.run_nodes(None, views, False) == ("n2",)
     assert ws.run_nodes(WorkflowStatus(node="n1"), views, False) == ("n1",)
     fan = WorkflowStatus.model_validate({"nodes": {"n3": {}, "n1": {}}})
     assert ws.run_nodes(fan, views, True) == ("n1", "n2", "n3")
     assert ws.run_nodes(None, [], False) == ()
-    spec = WorkflowSpec.model_validate({"steps": [{"name": "a", "action": "Pull", "image": "a"}],
-                                        "nodeSelector": {"pool": "x", "b": "1"}})
+    spec = WorkflowSpec.model_validate(
+        {
+            "steps": [{"name": "a", "action": "Pull", "image": "a"}],
+            "nodeSelector": {"pool": "x", "b": "1"},
+        }
+    )
     assert ws.no_node_message(spec).endswith("matching b=1,pool=x")
     done = WorkflowStatus(completion_time=T0)
     assert ws.ttl_expired(10, done, T0 + timedelta(seconds=10))
@@ -181,8 +236,18 @@ def test_parse_status_keeps_generation_and_phase_of_an_odd_status() -> None:
 
 
 def test_ownership_and_versions() -> None:
-    child = {"metadata": {"ownerReferences": [
-        {"apiVersion": "imageops.dev/v1alpha1", "kind": "Workflow", "name": "wf", "uid": "u1"}]}}
+    child = {
+        "metadata": {
+            "ownerReferences": [
+                {
+                    "apiVersion": "imageops.dev/v1alpha1",
+                    "kind": "Workflow",
+                    "name": "wf",
+                    "uid": "u1",
+                }
+            ]
+        }
+    }
     assert ws.owned_by(child, "u1") and not ws.owned_by(child, "u2")
     assert ws.owned_by_workflow(child) and not ws.owned_by_workflow({"metadata": {}})
     other = {"apiVersion": "apps/v1", "kind": "Workflow", "uid": "u3"}

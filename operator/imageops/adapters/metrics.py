@@ -53,8 +53,7 @@ SHARED_PULLS = Counter(
 )
 REGISTRY_ERRORS = Counter(
     "imageops_registry_errors_total",
-    "Failed attempts by the registry the operation talks to and the error reason "
-    "(Tag: none).",
+    "Failed attempts by the registry the operation talks to and the error reason (Tag: none).",
     ["registry", "reason"],
 )
 AGENT_UP = Gauge(
@@ -70,8 +69,6 @@ OVERDUE = Gauge(
     # Not "namespace": Prometheus' own target label of that name would rename it.
     ["operation_namespace"],
 )
-
-
 
 
 def _initialise() -> None:

@@ -6,16 +6,39 @@ from datetime import datetime
 from enum import StrEnum
 
 from pydantic import Field
+from pydantic.config import JsonDict
 
-from imageops.models.base import CamelModel
+from imageops.models.base import CamelModel, cel, validations
 
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 DIGEST = r"^sha256:[a-f0-9]{64}$"
 PLATFORM = r"^[a-z0-9]+/[a-z0-9_]+(/[a-z0-9]+)?$"
-# A loose image-reference check: the API server rejects what is obviously wrong
-# (spaces, upper case in the path, empty parts); the agent parses the rest.
-IMAGE_REF = r"^[a-zA-Z0-9][a-zA-Z0-9._:/@-]*$"
+# The image-reference grammar of distribution's reference package (as
+# services.reference parses it), for the API server to check at admission. The
+# API server's regexes are RE2 (linear time), and so is pydantic's, so the
+# backtracking concern of services.reference does not apply here. A registry
+# is a first component with a '.' or a ':port', an [IPv6] or localhost, as
+# dockerd's splitDockerDomain decides; an image ID (sha256:<hex>) matches as
+# name:tag. The agent still parses every reference (lengths, digest sizes).
+_PATH_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_DOMAIN_COMPONENT = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
+_PORT = r"(?::[0-9]+)"
+_REGISTRY = (
+    rf"(?:{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})+{_PORT}?|{_DOMAIN_COMPONENT}{_PORT}"
+    rf"|localhost|\[[a-fA-F0-9:]+\]{_PORT}?)"
+)
+_TAG = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}"
+_DIGEST = r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}"
+IMAGE_REF = (
+    rf"^(?:{_REGISTRY}/)?{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*(?::{_TAG})?(?:@{_DIGEST})?$"
+)
+IMAGE_REF_MESSAGE = (
+    "must be an image reference [registry[:port]/]name[:tag][@digest]: the name in lower "
+    "case, '/'-separated components of letters and digits joined by '.', '_', '__' or '-'; "
+    "a tag of up to 128 of [A-Za-z0-9_.-]; a digest as algorithm:hex "
+    "(e.g. registry.example.com:5000/team/app:1.0)"
+)
 
 
 class Action(StrEnum):
@@ -143,3 +166,12 @@ class Progress(CamelModel):
         max_length=MAX_PROGRESS_LAYERS,
         description="Per-layer progress (the first layers, in the daemon's order).",
     )
+
+
+def image_ref_rules(field: str) -> JsonDict:
+    """The reference grammar as a CEL rule on a field, for a message that says what is wrong.
+
+    The field's ``pattern`` alone would reject the same values, but the API
+    server then only prints the regular expression.
+    """
+    return validations(cel(f"self.matches(r'{IMAGE_REF}')", f"{field} {IMAGE_REF_MESSAGE}"))

@@ -276,6 +276,23 @@ RESOURCES: dict[str, Resource] = {
 }
 
 
+def _status_schema(res: Resource) -> Schema:
+    """The status schema, defaulted so that a new object reads "not observed yet".
+
+    The API server drops ``status`` on create (status is a subresource) and
+    applies defaults whenever it reads an object from etcd, so with these two
+    defaults every object, from its first moment and before any operator wrote
+    to it, has ``status.observedGeneration: 0`` while ``metadata.generation``
+    is 1: kstatus (Flux, kubectl) reads that as InProgress, the Argo CD health
+    script as Progressing. Without them a fresh object has no status, which
+    kstatus reads as Current.
+    """
+    status = structural_schema(res.status)
+    generation = status["properties"]["observedGeneration"]
+    status["properties"]["observedGeneration"] = {**generation, "default": 0}
+    return {**status, "default": {}}
+
+
 def _root_schema(res: Resource) -> Schema:
     spec = structural_schema(res.spec)
     if not res.spec_required:
@@ -292,7 +309,7 @@ def _root_schema(res: Resource) -> Schema:
             "kind": {"description": "REST resource this object represents.", "type": "string"},
             "metadata": {"type": "object"},
             "spec": spec,
-            "status": structural_schema(res.status),
+            "status": _status_schema(res),
         },
     }
     if res.spec_required:

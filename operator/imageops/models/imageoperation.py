@@ -21,6 +21,7 @@ from imageops.models.common import (
     Phase,
     Progress,
     PullPolicy,
+    image_ref_rules,
 )
 
 KIND = "ImageOperation"
@@ -91,6 +92,7 @@ class OperationCommon(CamelModel):
         min_length=1,
         max_length=512,
         pattern=IMAGE_REF,
+        json_schema_extra=image_ref_rules("target"),
         description="Tag: the new reference (required). Push: tag image as target, then push it.",
     )
     force: bool = Field(
@@ -124,6 +126,7 @@ class OperationFields(OperationCommon):
         min_length=1,
         max_length=512,
         pattern=IMAGE_REF,
+        json_schema_extra=image_ref_rules("image"),
         description="Image reference (name[:tag][@digest]); the source for Tag and Push.",
     )
 

@@ -19,6 +19,7 @@ from imageops.models.common import (
     ErrorInfo,
     LocalObjectReference,
     Phase,
+    image_ref_rules,
 )
 from imageops.models.imageoperation import OperationCommon, OperationDefaults, operation_rules
 
@@ -55,9 +56,8 @@ STEP_RULES: list[JsonDict] = [
         ),
         cel("has(self.image) != has(self.imageFrom)", "set exactly one of image and imageFrom"),
         cel(
-            "!has(self.imageFrom) || "
-            "(has(self.dependsOn) && self.imageFrom.step in self.dependsOn)",
-            "imageFrom.step must also be listed in dependsOn",
+            "!has(self.imageFrom) || self.imageFrom.step != self.name",
+            "imageFrom cannot name the step itself",
         ),
         cel(
             "!has(self.dependsOn) || !(self.name in self.dependsOn)",
@@ -75,6 +75,11 @@ SPEC_RULES: list[JsonDict] = [
         "self.steps.all(s, !has(s.dependsOn) || "
         "s.dependsOn.all(d, self.steps.exists(t, t.name == d)))",
         "spec.steps[].dependsOn must name steps of this workflow",
+    ),
+    cel(
+        "self.steps.all(s, !has(s.imageFrom) || self.steps.exists(t, t.name == s.imageFrom.step))",
+        "spec.steps[].imageFrom.step must name a step of this workflow "
+        "(it runs before the step, as if listed in dependsOn)",
     ),
     cel(
         "!self.allNodes || (has(self.nodeSelector) && size(self.nodeSelector) > 0)",
@@ -113,8 +118,8 @@ class ImageFrom(CamelModel):
     """Where a step takes its image from instead of ``image``."""
 
     step: StepName = Field(
-        description="An earlier step (also listed in dependsOn) whose result image is used, "
-        "pinned by digest."
+        description="The step whose result image is used, pinned by digest; this step "
+        "depends on it (listing it in dependsOn too is allowed, not needed)."
     )
 
 
@@ -135,6 +140,7 @@ class _StepHead(CamelModel):
         min_length=1,
         max_length=512,
         pattern=IMAGE_REF,
+        json_schema_extra=image_ref_rules("image"),
         description="Image reference (name[:tag][@digest]); required unless imageFrom is set.",
     )
 

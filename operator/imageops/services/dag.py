@@ -21,8 +21,9 @@ from imageops.models.workflow import StepPhase, WorkflowSpec, WorkflowStep
 from imageops.services.errors import OperationError
 from imageops.services.reference import parse_reference
 
-TERMINAL = frozenset({StepPhase.SUCCEEDED, StepPhase.FAILED, StepPhase.SKIPPED,
-                      StepPhase.CANCELLED})
+TERMINAL = frozenset(
+    {StepPhase.SUCCEEDED, StepPhase.FAILED, StepPhase.SKIPPED, StepPhase.CANCELLED}
+)
 BLOCKING = frozenset({StepPhase.FAILED, StepPhase.SKIPPED, StepPhase.CANCELLED})
 MAX_LABEL = 63
 _IMAGE_ID = re.compile(r"^sha256:[a-f0-9]{64}$")
@@ -54,7 +55,9 @@ def build_graph(spec: WorkflowSpec) -> Graph:
         steps[step.name] = step
     deps: dict[str, tuple[str, ...]] = {}
     for step in spec.steps:
-        wanted = tuple(dict.fromkeys(step.depends_on or []))
+        # imageFrom implies the dependency (as a Tekton result reference does).
+        implied = [step.image_from.step] if step.image_from is not None else []
+        wanted = tuple(dict.fromkeys([*(step.depends_on or []), *implied]))
         unknown = [d for d in wanted if d not in steps]
         if unknown:
             raise InvalidWorkflow(f"step {step.name!r} depends on unknown step(s) {unknown}")
@@ -70,14 +73,13 @@ def _check_step(step: WorkflowStep, deps: tuple[str, ...]) -> None:
     if (step.image is None) == (step.image_from is None):
         raise InvalidWorkflow(f"step {step.name!r}: set exactly one of image and imageFrom")
     if step.image_from is not None:
-        if step.image_from.step not in deps:
-            raise InvalidWorkflow(
-                f"step {step.name!r}: imageFrom.step {step.image_from.step!r} must also be "
-                "listed in dependsOn")
+        if step.image_from.step == step.name:
+            raise InvalidWorkflow(f"step {step.name!r}: imageFrom cannot name the step itself")
         if step.action == Action.PUSH and not step.target:
             # The image is pinned by digest, and a registry needs a tag to push to.
             raise InvalidWorkflow(
-                f"step {step.name!r}: a Push with imageFrom needs a target to push")
+                f"step {step.name!r}: a Push with imageFrom needs a target to push"
+            )
 
 
 def find_cycle(deps: Mapping[str, Sequence[str]]) -> list[str] | None:
@@ -95,7 +97,7 @@ def find_cycle(deps: Mapping[str, Sequence[str]]) -> list[str] | None:
                 state[path.pop()] = 2
                 stack.pop()
             elif state.get(nxt) == 1:
-                return [*path[path.index(nxt):], nxt]
+                return [*path[path.index(nxt) :], nxt]
             elif not state.get(nxt):
                 state[nxt] = 1
                 path.append(nxt)
@@ -123,8 +125,9 @@ class Advance:
     cancel: list[str] = field(default_factory=list)
 
 
-def advance(graph: Graph, phases: Mapping[str, StepPhase], *, stop: bool,
-            admitted: bool = True) -> Advance:
+def advance(
+    graph: Graph, phases: Mapping[str, StepPhase], *, stop: bool, admitted: bool = True
+) -> Advance:
     """Start every step whose dependencies all succeeded; skip the ones that cannot run.
 
     ``stop`` (failFast after a failure, or the deadline): running steps are
@@ -153,8 +156,9 @@ def advance(graph: Graph, phases: Mapping[str, StepPhase], *, stop: bool,
     return result
 
 
-def admit_nodes(nodes: Sequence[str], started: set[str], finished: set[str],
-                parallelism: int) -> set[str]:
+def admit_nodes(
+    nodes: Sequence[str], started: set[str], finished: set[str], parallelism: int
+) -> set[str]:
     """Fan-out nodes allowed to work: those already started, plus the next ones in order
     while fewer than ``parallelism`` are busy."""
     allowed = set(started)
@@ -194,7 +198,9 @@ def pinned_image(result: ChildView) -> str:
     reports its source's repo digest), a Push's to the pushed repository.
     """
     source = result.target if result.action == Action.PUSH and result.target else result.image
-    if result.digest and not _IMAGE_ID.match(source):
+    # A local image's digest may be its image ID (services.perform.local_digest):
+    # that names no manifest in any repository, so the ID itself is the pin.
+    if result.digest and result.digest != result.image_id and not _IMAGE_ID.match(source):
         try:
             return f"{parse_reference(source).name}@{result.digest}"
         except OperationError:
@@ -202,7 +208,8 @@ def pinned_image(result: ChildView) -> str:
     if result.image_id:
         return result.image_id
     raise InvalidWorkflow(
-        f"step {result.step!r} reported neither a digest nor an image ID to take the image from")
+        f"step {result.step!r} reported neither a digest nor an image ID to take the image from"
+    )
 
 
 def short_hash(text: str, length: int = 8) -> str:
@@ -214,7 +221,7 @@ def label_value(text: str) -> str:
     """``text`` as a label value (at most 63 characters; long ones cut and hashed)."""
     if len(text) <= MAX_LABEL:
         return text
-    return f"{text[:MAX_LABEL - 9].rstrip('-._')}-{short_hash(text)}"
+    return f"{text[: MAX_LABEL - 9].rstrip('-._')}-{short_hash(text)}"
 
 
 def child_name(workflow: str, generation: int, step: str, node: str | None = None) -> str:
@@ -235,9 +242,14 @@ def rollback_targets(node_children: Sequence[ChildView]) -> list[tuple[str, str]
     tags that did not exist before (no previous image) are left as they are.
     """
     moved: dict[str, tuple[str, str]] = {}
-    done = [c for c in node_children
-            if c.phase is StepPhase.SUCCEEDED and c.step is not None and c.target
-            and c.action in (Action.TAG, Action.PUSH)]
+    done = [
+        c
+        for c in node_children
+        if c.phase is StepPhase.SUCCEEDED
+        and c.step is not None
+        and c.target
+        and c.action in (Action.TAG, Action.PUSH)
+    ]
     done.sort(key=lambda c: (c.completion_time is None, c.completion_time or datetime.min))
     for child in done:
         previous = child.previous_target_image_id
@@ -259,8 +271,12 @@ def step_fields(step: WorkflowStep, spec: WorkflowSpec) -> dict[str, Any]:
     Precedence: the step's own fields, then the workflow's defaults and
     credentials; what is still unset is left to the session and the agent.
     """
-    own = step.model_dump(by_alias=True, exclude_none=True, mode="json",
-                          exclude={"name", "depends_on", "image_from", "image"})
+    own = step.model_dump(
+        by_alias=True,
+        exclude_none=True,
+        mode="json",
+        exclude={"name", "depends_on", "image_from", "image"},
+    )
     defaults = spec.defaults.to_wire() if spec.defaults else {}
     if spec.credentials is not None:
         defaults["credentials"] = spec.credentials.to_wire()
@@ -269,5 +285,4 @@ def step_fields(step: WorkflowStep, spec: WorkflowSpec) -> dict[str, Any]:
 
 def cancel_error(reason: str) -> ErrorInfo:
     """The error recorded on a step that was stopped before it finished."""
-    return ErrorInfo(reason=ErrorReason.CANCELLED, message=reason, retryable=False,
-                     suggestion="")
+    return ErrorInfo(reason=ErrorReason.CANCELLED, message=reason, retryable=False, suggestion="")

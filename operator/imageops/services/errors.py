@@ -94,32 +94,48 @@ _PATTERNS: list[tuple[re.Pattern[str], ErrorReason]] = [
         (r"no space left on device", ErrorReason.DISK_FULL),
         # Before the auth patterns: "permission denied ... Docker daemon socket" is the
         # node's socket, not the registry refusing the account.
-        (r"cannot connect to the docker daemon|docker daemon socket|docker\.sock|"
-         r"error while fetching server api|is the docker daemon running",
-         ErrorReason.DAEMON_UNAVAILABLE),
+        (
+            r"cannot connect to the docker daemon|docker daemon socket|docker\.sock|"
+            r"error while fetching server api|is the docker daemon running",
+            ErrorReason.DAEMON_UNAVAILABLE,
+        ),
         (rf"toomanyrequests|too many requests|rate limit|{_CODE}429\b", ErrorReason.RATE_LIMITED),
-        (r"invalid reference format|invalid tag format|invalid repository name|"
-         r"repository name must|cannot be used with digest|must be lowercase",
-         ErrorReason.INVALID_REFERENCE),
+        (
+            r"invalid reference format|invalid tag format|invalid repository name|"
+            r"repository name must|cannot be used with digest|must be lowercase",
+            ErrorReason.INVALID_REFERENCE,
+        ),
         # dockerd maps a registry's "denied" on pull to errdefs.NotFound and writes
         # "pull access denied for x, repository does not exist or may require
         # 'docker login'". The registry did answer and a retry cannot help; NotFound
         # (whose suggestion also names credentials) is what docker itself decided.
         # A "denied" on push (insufficient scope) has no such prefix: AuthFailed.
         (r"pull access denied|repository does not exist", ErrorReason.NOT_FOUND),
-        (r"unauthorized|authentication required|no basic auth credentials|"
-         rf"incorrect username or password|{_CODE}401\b", ErrorReason.AUTH_FAILED),
+        (
+            r"unauthorized|authentication required|no basic auth credentials|"
+            rf"incorrect username or password|{_CODE}401\b",
+            ErrorReason.AUTH_FAILED,
+        ),
         (rf"(?<!permission )denied|insufficient_scope|{_CODE}403\b", ErrorReason.AUTH_FAILED),
-        (r"manifest unknown|manifest for .* not found|not found|no such image|"
-         r"name unknown|does not exist", ErrorReason.NOT_FOUND),
+        (
+            r"manifest unknown|manifest for .* not found|not found|no such image|"
+            r"name unknown|does not exist",
+            ErrorReason.NOT_FOUND,
+        ),
         (r"digest mismatch|digest did not match|does not match", ErrorReason.DIGEST_MISMATCH),
         # Go's HTTP client and dialer timing out is the network, not spec.timeoutSeconds.
         (r"client\.timeout exceeded|i/o timeout|tls handshake timeout", ErrorReason.NETWORK),
         (r"timeout|timed out|deadline exceeded", ErrorReason.TIMEOUT),
-        (rf"connection refused|connection reset|{_CODE}50[0234]\b|service unavailable|"
-         r"bad gateway|unexpected eof|broken pipe", ErrorReason.REGISTRY_UNAVAILABLE),
-        (r"no such host|name resolution|network is unreachable|no route to host|dial tcp|"
-         r"tls:|x509|certificate|http response to https client", ErrorReason.NETWORK),
+        (
+            rf"connection refused|connection reset|{_CODE}50[0234]\b|service unavailable|"
+            r"bad gateway|unexpected eof|broken pipe",
+            ErrorReason.REGISTRY_UNAVAILABLE,
+        ),
+        (
+            r"no such host|name resolution|network is unreachable|no route to host|dial tcp|"
+            r"tls:|x509|certificate|http response to https client",
+            ErrorReason.NETWORK,
+        ),
     ]
 ]
 

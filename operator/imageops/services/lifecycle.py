@@ -7,6 +7,7 @@ merge patches of ``status``; ``None`` values delete stale fields.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -15,8 +16,10 @@ from typing import Any
 
 from imageops.models.common import Condition, Phase
 from imageops.models.imageoperation import ImageOperationStatus
+from imageops.services.backend import TransferProgress
 from imageops.services.conditions import conditions_for_phase
 from imageops.services.errors import OperationError
+from imageops.services.progress_text import progress_wire
 
 TERMINAL = frozenset({Phase.SUCCEEDED, Phase.FAILED})
 
@@ -59,6 +62,8 @@ class OperationResult:
     previous_target_image_id: str | None = None
     dry_run_result: str | None = None
     bytes_transferred: int = 0
+    # The transfer's last progress (Pull, Push): the final status reports it.
+    progress: TransferProgress | None = None
 
 
 @dataclass
@@ -71,6 +76,9 @@ class RunState:
     start_time: datetime
     conditions: list[Condition]
     attempts: int = 0
+    # Whether start_time is when an attempt really began (it held a slot); until
+    # then it is when the run was created, and no startTime is written.
+    started: bool = False
 
 
 def _stamp(dt: datetime | None) -> str | None:
@@ -92,21 +100,28 @@ def _conditions(
 
 
 def started_patch(
-    run: RunState, phase: Phase, message: str, now: datetime, **extra: Any
+    run: RunState,
+    phase: Phase,
+    message: str,
+    now: datetime,
+    reason: str | None = None,
+    **extra: Any,
 ) -> dict[str, Any]:
     """Status when a run starts, resumes or waits for a slot (Pending/Running).
 
-    Result fields of an earlier generation are cleared so that nothing stale
-    is read as this generation's result.
+    ``reason`` is the Reconciling reason (default: the phase), such as Queued
+    for a run waiting for a --max-concurrent slot. startTime is written once
+    an attempt really began. Callers add clear_result_fields() so that no
+    result of an earlier generation is read as this one's.
     """
-    reason = "Running" if phase is Phase.RUNNING else "Pending"
+    reason = reason or ("Running" if phase is Phase.RUNNING else "Pending")
     patch: dict[str, Any] = {
         "phase": phase.value,
         "observedGeneration": run.generation,
         "node": run.node,
         "jobId": run.job_id,
         "attempts": run.attempts,
-        "startTime": _stamp(run.start_time),
+        "startTime": _stamp(run.start_time) if run.started else None,
         "conditions": _conditions(run, phase, reason, message, now),
         "completionTime": None,
         "durationSeconds": None,
@@ -173,8 +188,28 @@ def succeeded_patch(run: RunState, result: OperationResult, now: datetime) -> di
         "previousTargetImageId": result.previous_target_image_id,
         "dryRunResult": result.dry_run_result,
         "lastError": None,
+        **_final_progress(result.progress),
         "conditions": _conditions(run, Phase.SUCCEEDED, "Succeeded", message, now),
     }
+
+
+def _final_progress(progress: TransferProgress | None) -> dict[str, Any]:
+    """The progress of a succeeded transfer: every layer and byte is done by then."""
+    if progress is None:
+        return {}
+    total = max(progress.bytes_total, progress.bytes_done)
+    layers = tuple(
+        dataclasses.replace(c, bytes_done=max(c.bytes_done, c.bytes_total), done=True)
+        for c in progress.layers
+    )
+    done = dataclasses.replace(
+        progress,
+        layers_done=progress.layers_total,
+        bytes_done=total,
+        bytes_total=total,
+        layers=layers,
+    )
+    return {"progress": progress_wire(done)}
 
 
 def failed_patch(run: RunState, error: OperationError, now: datetime) -> dict[str, Any]:

@@ -72,6 +72,17 @@ def repo_digest(info: ImageInfo, ref: ImageRef) -> str | None:
     return None
 
 
+def local_digest(info: ImageInfo, ref: ImageRef) -> str:
+    """The digest of a local image: its registry digest in ``ref``'s repository.
+
+    An image no registry has served in that repository (built or imported on the
+    node, or known only under another repository) has no manifest digest there;
+    its digest is then its image ID, the content digest of its configuration,
+    which identifies exactly that image (README: What "Succeeded" means).
+    """
+    return repo_digest(info, ref) or ref.digest or info.image_id
+
+
 def _check_expected(spec: OperationFields, digest: str | None, what: str) -> None:
     if spec.expected_digest and digest != spec.expected_digest:
         raise OperationError(
@@ -121,7 +132,7 @@ def _cached(spec: OperationFields, info: ImageInfo | None, ref: ImageRef) -> Ope
     """The local image as a cache hit, when it satisfies the spec."""
     if info is None:
         return None
-    digest = repo_digest(info, ref) or ref.digest
+    digest = local_digest(info, ref)
     if spec.expected_digest and digest != spec.expected_digest:
         return None
     return OperationResult(
@@ -148,7 +159,7 @@ def _tag(spec: OperationFields, attempt: Attempt, image: str, target: str) -> Op
             ErrorReason.CONFLICT,
             f"{target_ref} already points at {previous_id}, not at {source.image_id}",
         )
-    digest = repo_digest(source, source_ref) or source_ref.digest
+    digest = local_digest(source, source_ref)
     if spec.dry_run:
         return OperationResult(
             digest=digest,

@@ -27,7 +27,7 @@ from imageops.models.imagesession import (
     JobCounts,
     SessionPhase,
 )
-from imageops.services.conditions import READY, RECONCILING, set_condition
+from imageops.services.conditions import READY, RECONCILING, STALLED, set_condition
 
 # On an ImageOperation: the generation whose result a session has counted.
 RECORDED_ANNOTATION = "imageops.dev/recorded-generation"
@@ -300,22 +300,39 @@ def mark_expired(
 def _conditions(
     status: ImageSessionStatus, generation: int, active: int, now: datetime
 ) -> list[Condition]:
+    """Ready/Reconciling/Stalled as kstatus and the Argo CD check read them.
+
+    Idle is done (Ready), Active is work under way (Reconciling, not Ready),
+    Expired is final and unusable (Stalled), so that Flux's wait and Argo CD
+    settle on it instead of waiting for ever.
+    """
     phase = status.phase or SessionPhase.IDLE
+    false, true = ConditionStatus.FALSE, ConditionStatus.TRUE
+    expired_text = "idle for ttlSecondsAfterIdle; operations cleaned up"
     if phase == SessionPhase.EXPIRED:
-        ready = (ConditionStatus.FALSE, "Expired",
-                 "idle for ttlSecondsAfterIdle; operations cleaned up")
+        values = {
+            READY: (false, "Expired", expired_text),
+            RECONCILING: (false, "Expired", ""),
+            STALLED: (true, "Expired", expired_text),
+        }
+    elif active:
+        text = f"{active} operation(s) pending or running"
+        values = {
+            READY: (false, "OperationsActive", text),
+            RECONCILING: (true, "OperationsActive", text),
+            STALLED: (false, str(phase), ""),
+        }
     else:
-        message = f"{active} operation(s) active" if active else "no operation active"
-        ready = (ConditionStatus.TRUE, str(phase), message)
-    reconciling = (
-        ConditionStatus.TRUE if active else ConditionStatus.FALSE,
-        "OperationsActive" if active else str(phase),
-        f"{active} operation(s) pending or running" if active else "",
-    )
+        values = {
+            READY: (true, str(phase), "no operation active"),
+            RECONCILING: (false, str(phase), ""),
+            STALLED: (false, str(phase), ""),
+        }
     conditions = list(status.conditions)
-    for ctype, (value, reason, message) in ((READY, ready), (RECONCILING, reconciling)):
-        cond = Condition(type=ctype, status=value, reason=reason, message=message,
-                         observed_generation=generation)
+    for ctype, (value, reason, message) in values.items():
+        cond = Condition(
+            type=ctype, status=value, reason=reason, message=message, observed_generation=generation
+        )
         conditions = set_condition(conditions, cond, _seconds(now) or now)
     return conditions
 

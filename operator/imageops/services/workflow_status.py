@@ -54,17 +54,25 @@ def child_view(body: Mapping[str, Any]) -> ChildView | None:
     if current and status.phase in FINISHED:
         phase = StepPhase(str(status.phase))
     return ChildView(
-        name=str(meta["name"]), node=str(node), step=labels.get(STEP_LABEL),
-        action=str(spec.get("action")), image=str(spec["image"]), target=spec.get("target"),
-        phase=phase, digest=status.digest, image_id=status.image_id,
+        name=str(meta["name"]),
+        node=str(node),
+        step=labels.get(STEP_LABEL),
+        action=str(spec.get("action")),
+        image=str(spec["image"]),
+        target=spec.get("target"),
+        phase=phase,
+        digest=status.digest,
+        image_id=status.image_id,
         previous_target_image_id=status.previous_target_image_id,
-        start_time=status.start_time, completion_time=status.completion_time,
+        start_time=status.start_time,
+        completion_time=status.completion_time,
         error=status.last_error if phase is StepPhase.FAILED else None,
     )
 
 
-def recorded_steps(status: WorkflowStatus, nodes: Sequence[str],
-                   fan_out: bool) -> dict[str, dict[str, StepStatus]]:
+def recorded_steps(
+    status: WorkflowStatus, nodes: Sequence[str], fan_out: bool
+) -> dict[str, dict[str, StepStatus]]:
     """The step states a status recorded, by node."""
     if fan_out:
         return {n: dict(status.nodes[n].steps) for n in nodes if n in status.nodes}
@@ -135,8 +143,11 @@ def outcome(plan: RunPlan, fan_out: bool, deadline_exceeded: bool) -> Outcome:
 
 def _failure_text(entries: Sequence[tuple[str, str, StepStatus]], fan_out: bool) -> str | None:
     """The first failure, by completion time."""
-    failed = [(_when(st.completion_time), n, s, st.error) for n, s, st in entries
-              if st.phase == StepPhase.FAILED]
+    failed = [
+        (_when(st.completion_time), n, s, st.error)
+        for n, s, st in entries
+        if st.phase == StepPhase.FAILED
+    ]
     if not failed:
         return None
     _, node, step, error = min(failed, key=lambda f: f[:3])
@@ -163,8 +174,9 @@ class RunMeta:
     session: str | None = None
 
 
-def run_status(prev: WorkflowStatus, meta: RunMeta, plan: RunPlan, fan_out: bool,
-               deadline_exceeded: bool) -> WorkflowStatus:
+def run_status(
+    prev: WorkflowStatus, meta: RunMeta, plan: RunPlan, fan_out: bool, deadline_exceeded: bool
+) -> WorkflowStatus:
     """The full status of a run after a pass."""
     result = outcome(plan, fan_out, deadline_exceeded)
     status = _base(prev, meta, result)
@@ -185,8 +197,7 @@ def pending_status(prev: WorkflowStatus, meta: RunMeta, message: str) -> Workflo
     return _base(prev, meta, Outcome(Phase.PENDING, REASON_NO_NODE, message))
 
 
-def failed_status(prev: WorkflowStatus, meta: RunMeta, reason: str,
-                  message: str) -> WorkflowStatus:
+def failed_status(prev: WorkflowStatus, meta: RunMeta, reason: str, message: str) -> WorkflowStatus:
     """A run that failed before it could start: InvalidWorkflow (a cycle, for one), or
     DeadlineExceeded while it waited for a node."""
     return _base(prev, meta, Outcome(Phase.FAILED, reason, message))
@@ -199,12 +210,22 @@ def _base(prev: WorkflowStatus, meta: RunMeta, result: Outcome) -> WorkflowStatu
         kept = prev.completion_time if same_run and prev.phase in FINISHED else None
         completion = kept or meta.now
     conditions = conditions_for_phase(
-        prev.conditions, phase=result.phase, generation=meta.generation, reason=result.reason,
-        message=result.message[:32768], now=meta.now)
+        prev.conditions,
+        phase=result.phase,
+        generation=meta.generation,
+        reason=result.reason,
+        message=result.message[:32768],
+        now=meta.now,
+    )
     return WorkflowStatus(
-        phase=result.phase, observed_generation=meta.generation, conditions=conditions,
-        run_id=meta.run_id, session_name=meta.session, start_time=meta.start_time,
-        completion_time=completion, message=result.message[:4096],
+        phase=result.phase,
+        observed_generation=meta.generation,
+        conditions=conditions,
+        run_id=meta.run_id,
+        session_name=meta.session,
+        start_time=meta.start_time,
+        completion_time=completion,
+        message=result.message[:4096],
     )
 
 
@@ -236,8 +257,9 @@ def merge_delta(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any
     return patch
 
 
-def run_nodes(prev: WorkflowStatus | None, views: Sequence[ChildView],
-              fan_out: bool) -> tuple[str, ...]:
+def run_nodes(
+    prev: WorkflowStatus | None, views: Sequence[ChildView], fan_out: bool
+) -> tuple[str, ...]:
     """The nodes a run already chose: from its status (``prev``), else from its children."""
     seen = {v.node for v in views}
     if fan_out:
@@ -274,7 +296,8 @@ def parse_status(raw: Mapping[str, Any]) -> WorkflowStatus:
         phase = raw.get("phase")
         return WorkflowStatus(
             observed_generation=generation if isinstance(generation, int) else None,
-            phase=Phase(phase) if phase in {p.value for p in Phase} else None)
+            phase=Phase(phase) if phase in {p.value for p in Phase} else None,
+        )
 
 
 def owned_by(obj: Mapping[str, Any], uid: str) -> bool:
@@ -303,7 +326,6 @@ def is_older(current: Mapping[str, Any] | None, new: Mapping[str, Any]) -> bool:
     if current is None or current["metadata"].get("uid") != new["metadata"].get("uid"):
         return False
     try:
-        return int(new["metadata"]["resourceVersion"]) < \
-            int(current["metadata"]["resourceVersion"])
+        return int(new["metadata"]["resourceVersion"]) < int(current["metadata"]["resourceVersion"])
     except (KeyError, TypeError, ValueError):
         return False

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import logging
 import uuid
@@ -26,7 +27,7 @@ from imageops.models.imageoperation import PLURAL, ImageOperationSpec, ImageOper
 from imageops.models.imagesession import PLURAL as SESSION_PLURAL
 from imageops.models.imagesession import ImageSessionSpec
 from imageops.services import lifecycle
-from imageops.services.backend import CancelToken, RegistryAuth, TransferProgress
+from imageops.services.backend import CancelToken, RegistryAuth
 from imageops.services.backoff import backoff_delay, should_retry
 from imageops.services.credentials import auth_from_secret_data
 from imageops.services.effective import EffectiveSpec, effective_spec
@@ -60,13 +61,15 @@ class AgentConfig:
 class _Start:
     """The first status write of a run, held back for AgentConfig.start_grace."""
 
-    patch: Callable[[], dict[str, Any]]  # computed when written: phase and conditions then
+    patch: Callable[[bool], dict[str, Any]]  # computed when written (clear: drop old results)
     event: tuple[str, str]  # reason, message of the Started/Resumed Event
     task: asyncio.Task[None] | None = None
     sent: bool = False
-    # The last transfer snapshot, merged into the final status so that the Progress
-    # column ends at 100% instead of at the last periodic write.
-    progress: TransferProgress | None = None
+    # An attempt holds a --max-concurrent slot (or shares a pull that does): Running.
+    running: bool = False
+    # The first attempt had to wait for a slot: Pending with reason Queued until then.
+    queued: bool = False
+    event_posted: bool = False
 
 
 @dataclass
@@ -195,14 +198,16 @@ class Agent:
             metrics.IN_FLIGHT.labels(action).dec()
 
     def _run_state(self, generation: int, resume: ImageOperationStatus | None) -> RunState:
-        if resume and resume.job_id and resume.start_time:
+        if resume and resume.job_id:
+            # A run that was still queued (Pending) has no startTime yet.
             return RunState(
                 generation,
                 self.config.node_name,
                 resume.job_id,
-                resume.start_time,
+                resume.start_time or _now(),
                 list(resume.conditions),
                 resume.attempts,
+                started=resume.start_time is not None,
             )
         conditions = list(resume.conditions) if resume else []
         return RunState(
@@ -220,10 +225,26 @@ class Agent:
                 extra["pullPolicy"] = str(effective_pull_policy(spec))
         verb = "Resumed" if resumed else "Started"
         message = f"{verb} {spec.action} of {spec.image} on {run.node} (job {run.job_id})"
+        queued = (
+            f"queued: all {self.executor.limit} slots (--max-concurrent) on node "
+            f"{run.node} are busy"
+        )
 
-        def patch() -> dict[str, Any]:
-            phase = Phase.PENDING if self.executor.busy() else Phase.RUNNING
-            return lifecycle.started_patch(run, phase, message, _now(), **extra)
+        def patch(clear: bool = True) -> dict[str, Any]:
+            fields = extra if clear else {k: v for k, v in extra.items() if v is not None}
+            if start.running:
+                return lifecycle.started_patch(run, Phase.RUNNING, message, _now(), **fields)
+            if start.queued:
+                return lifecycle.started_patch(
+                    run, Phase.PENDING, queued, _now(), reason="Queued", **fields
+                )
+            return lifecycle.started_patch(
+                run,
+                Phase.PENDING,
+                f"{verb}: resolving session and credentials",
+                _now(),
+                **fields,
+            )
 
         start = _Start(patch, (verb, message))
         start.task = asyncio.create_task(self._send_start(ref, start, self.config.start_grace))
@@ -234,8 +255,38 @@ class Agent:
             await asyncio.sleep(delay)
         # From here on the write is under way: it is awaited, never cancelled.
         start.sent = True
-        await self.kube.patch_status(ref, start.patch())
-        self._spawn(self.kube.post_event(ref, "Normal", *start.event))
+        await self.kube.patch_status(ref, start.patch(True))
+        self._post_started(ref, start)
+
+    def _post_started(self, ref: ObjectRef, start: _Start) -> None:
+        """The Started/Resumed Event, once, when the run really holds a slot."""
+        if start.running and not start.event_posted:
+            start.event_posted = True
+            self._spawn(self.kube.post_event(ref, "Normal", *start.event))
+
+    def _slot_taken(self, ref: ObjectRef, run: RunState, start: _Start) -> None:
+        """An attempt got a --max-concurrent slot: from now on the run is Running.
+
+        Called in the event loop when the executor (or the pull this one
+        shares) starts the Docker work; a Pending status already written is
+        followed by a Running one, chained after it so the writes stay in order.
+        """
+        if start.running:
+            return
+        start.running = True
+        if not run.started:
+            run.start_time, run.started = _now(), True
+        if start.sent:
+            assert start.task is not None
+            start.task = asyncio.create_task(self._send_running(ref, start, start.task))
+
+    async def _send_running(
+        self, ref: ObjectRef, start: _Start, previous: asyncio.Task[None]
+    ) -> None:
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.shield(previous)
+        await self.kube.patch_status(ref, start.patch(False))
+        self._post_started(ref, start)
 
     async def _started(self, ref: ObjectRef, start: _Start) -> None:
         """Write the first status now if it is still held back; wait until it is written."""
@@ -257,8 +308,10 @@ class Agent:
             return make()
         assert start.task is not None
         start.task.cancel()
-        first = start.patch()  # before make(): both build on run.conditions in this order
-        self._spawn(self.kube.post_event(ref, "Normal", *start.event))
+        first = start.patch(True)  # before make(): both build on run.conditions in this order
+        if not start.event_posted:
+            start.event_posted = True
+            self._spawn(self.kube.post_event(ref, "Normal", *start.event))
         return {**first, **make()}
 
     async def _effective(self, ref: ObjectRef, spec: ImageOperationSpec) -> EffectiveSpec:
@@ -321,11 +374,15 @@ class Agent:
         metrics.touch_registry(_registry_label(spec))
         while True:
             run.attempts += 1
-            if run.attempts > 1 or self.executor.busy():
+            if run.attempts > 1:
                 await self._started(ref, start)
                 await self.kube.patch_status(ref, {"attempts": run.attempts, "phase": "Running"})
+            elif self.executor.busy() and not start.running:
+                # Every slot is taken: say so now (Pending, Queued), not after the grace.
+                start.queued = True
+                await self._started(ref, start)
             try:
-                return await self._attempt(ref, spec, effective.timeout_seconds, auth, start)
+                return await self._attempt(ref, spec, effective.timeout_seconds, auth, run, start)
             except OperationError as error:
                 metrics.ERRORS.labels(str(error.reason)).inc()
                 metrics.REGISTRY_ERRORS.labels(_registry_label(spec), str(error.reason)).inc()
@@ -356,14 +413,19 @@ class Agent:
         spec: ImageOperationSpec,
         timeout: float,
         auth: RegistryAuth | None,
+        run: RunState,
         start: _Start,
     ) -> OperationResult:
         """One attempt, sharing identical concurrent pulls, publishing live progress."""
         buffer = ProgressBuffer()
         publisher = asyncio.create_task(self._publish_progress(ref, buffer, start))
+        on_slot = functools.partial(self._slot_taken, ref, run, start)
         try:
             if spec.action != Action.PULL:
-                return await self.executor.run(spec, auth, timeout, CancelToken(), buffer.update)
+                result = await self.executor.run(
+                    spec, auth, timeout, CancelToken(), buffer.update, on_slot
+                )
+                return _with_progress(result, buffer)
             key = (
                 spec.image,
                 spec.platform,
@@ -374,15 +436,16 @@ class Agent:
             )
 
             async def work(token: CancelToken, progress: Any) -> OperationResult:
-                return await self.executor.run(spec, auth, timeout, token, progress)
+                return await self.executor.run(
+                    spec, auth, timeout, token, progress, functools.partial(self.flights.start, key)
+                )
 
-            result, shared = await self.flights.run(key, work, buffer.update)
+            result, shared = await self.flights.run(key, work, buffer.update, on_slot)
             if shared:
                 metrics.SHARED_PULLS.inc()
-            return result
+            return _with_progress(result, buffer)
         finally:
             publisher.cancel()
-            start.progress = buffer.take(0)[0] or start.progress
 
     async def _publish_progress(
         self, ref: ObjectRef, buffer: ProgressBuffer, start: _Start
@@ -407,8 +470,6 @@ class Agent:
         patch = await self._final(
             ref, start, lambda: lifecycle.succeeded_patch(run, result, _now())
         )
-        if start.progress is not None:
-            patch["progress"] = progress_wire(start.progress)
         what = result.dry_run_result or f"{spec.action} {spec.target or spec.image}"
         message = f"{what}: digest {result.digest or '-'} (attempt {run.attempts})"
         await self._finish(ref, spec, patch, ("Normal", "Succeeded", message))
@@ -451,6 +512,12 @@ def _registry_label(spec: ImageOperationSpec) -> str:
         return credential_registry(spec) or "none"
     except OperationError:
         return "invalid"
+
+
+def _with_progress(result: OperationResult, buffer: ProgressBuffer) -> OperationResult:
+    """The result with the attempt's last progress, for the final status."""
+    latest, _ = buffer.take(-1)
+    return dataclasses.replace(result, progress=latest) if latest is not None else result
 
 
 async def _sleep_until(when: datetime) -> None:

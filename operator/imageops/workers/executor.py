@@ -40,9 +40,16 @@ class AttemptExecutor:
         timeout: float,
         token: CancelToken,
         on_progress: Callable[[TransferProgress], None],
+        on_slot: Callable[[], None] | None = None,
     ) -> OperationResult:
-        """One attempt; raises OperationError (Timeout when the timer fired)."""
+        """One attempt; raises OperationError (Timeout when the timer fired).
+
+        ``on_slot`` is called (in the event loop) once the attempt holds a slot,
+        right before its Docker work starts: the moment it stops being queued.
+        """
         async with self.slots:
+            if on_slot is not None:
+                on_slot()
             loop = asyncio.get_running_loop()
             timer = loop.call_later(timeout, token.cancel, "timeout")
             attempt = Attempt(self.backend, auth, token, on_progress)

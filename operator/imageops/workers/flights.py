@@ -25,6 +25,9 @@ class _Flight(Generic[T]):
     token: CancelToken
     listeners: list[Callable[[TransferProgress], None]] = field(default_factory=list)
     waiters: int = 0
+    # Callers told when the shared work really starts (it may wait for a slot first).
+    starters: list[Callable[[], None]] = field(default_factory=list)
+    started: bool = False
 
 
 def _publish(
@@ -48,9 +51,17 @@ class Flights(Generic[T]):
         return len(self._flights)
 
     async def run(
-        self, key: Hashable, work: Work[T], on_progress: Callable[[TransferProgress], None]
+        self,
+        key: Hashable,
+        work: Work[T],
+        on_progress: Callable[[TransferProgress], None],
+        on_start: Callable[[], None] | None = None,
     ) -> tuple[T, bool]:
-        """Run ``work`` once per key at a time; returns (result, shared)."""
+        """Run ``work`` once per key at a time; returns (result, shared).
+
+        ``on_start`` is called when the work calls :meth:`start` for its key, or
+        at once when this caller joins work that started already.
+        """
         flight = self._flights.get(key)
         shared = flight is not None
         if flight is None:
@@ -62,6 +73,11 @@ class Flights(Generic[T]):
             task.add_done_callback(functools.partial(self._forget, key, flight))
         flight.waiters += 1
         flight.listeners.append(on_progress)
+        if on_start is not None:
+            if flight.started:
+                on_start()
+            else:
+                flight.starters.append(on_start)
         try:
             return await asyncio.shield(flight.task), shared
         finally:
@@ -71,6 +87,16 @@ class Flights(Generic[T]):
                 # Nobody waits any more: stop the Docker work too.
                 flight.token.cancel("cancelled")
                 flight.task.cancel()
+
+    def start(self, key: Hashable) -> None:
+        """The work of ``key`` has started: tell every caller waiting on it (event loop only)."""
+        flight = self._flights.get(key)
+        if flight is None or flight.started:
+            return
+        flight.started = True
+        starters, flight.starters = flight.starters, []
+        for starter in starters:
+            starter()
 
     def _forget(self, key: Hashable, flight: _Flight[T], _task: object = None) -> None:
         if self._flights.get(key) is flight:

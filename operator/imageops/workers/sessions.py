@@ -157,8 +157,11 @@ class SessionTracker:
         loaded = time.monotonic()
         state.inherited = dict.fromkeys(status.recorded or [], loaded)
         if state.inherited:
-            log.info("session %s/%s: %d counted operation(s) may still lack their annotation",
-                     *state.key, len(state.inherited))
+            log.info(
+                "session %s/%s: %d counted operation(s) may still lack their annotation",
+                *state.key,
+                len(state.inherited),
+            )
         return state
 
     def _consider(self, state: _Session, event_type: str | None, body: Body) -> None:
@@ -191,7 +194,8 @@ class SessionTracker:
         if state.deleted or (state.flush_task is not None and not state.flush_task.done()):
             return
         state.flush_task = asyncio.create_task(
-            self._flush_later(state), name=f"imgsess/{state.ref.namespace}/{state.ref.name}")
+            self._flush_later(state), name=f"imgsess/{state.ref.namespace}/{state.ref.name}"
+        )
 
     async def _flush_later(self, state: _Session) -> None:
         delay = state.last_flush + FLUSH_INTERVAL - time.monotonic()
@@ -233,9 +237,16 @@ class SessionTracker:
         """Recompute jobs, phase and expiry from the session's live operations."""
         active = [op for op in self.ctx.index.by_session(*state.key) if stats.is_active(op)]
         latest = max((t for t in map(stats.activity_time, active) if t), default=None)
-        stats.refresh(state.status, state.spec, generation=state.generation, active=len(active),
-                      uncounted=len(state.queue), latest_activity=latest, created=state.created,
-                      now=_now())
+        stats.refresh(
+            state.status,
+            state.spec,
+            generation=state.generation,
+            active=len(active),
+            uncounted=len(state.queue),
+            latest_activity=latest,
+            created=state.created,
+            now=_now(),
+        )
         state.status.recorded = [*state.inherited, *state.unmarked][-MAX_RECORDED:] or None
 
     async def _write(self, state: _Session) -> bool:
@@ -265,8 +276,7 @@ class SessionTracker:
     async def _annotate(self, state: _Session, key: str, mark: _Mark) -> bool:
         """Write one operation's recorded-generation annotation (nothing if it is gone)."""
         if not mark.gone:
-            patch = {"metadata": {"annotations": {
-                stats.RECORDED_ANNOTATION: str(mark.generation)}}}
+            patch = {"metadata": {"annotations": {stats.RECORDED_ANNOTATION: str(mark.generation)}}}
             async with self._marks:
                 try:
                     await self.kube.patch_object(mark.ref, patch)
@@ -319,8 +329,9 @@ class SessionTracker:
             if not await self._write(state):
                 return
         where = f"; history archived to ConfigMap {archived}" if archived else ""
-        await self.kube.post_event(state.ref, "Normal", "Expired",
-                                   f"idle for {state.spec.ttl_seconds_after_idle}s{where}")
+        await self.kube.post_event(
+            state.ref, "Normal", "Expired", f"idle for {state.spec.ttl_seconds_after_idle}s{where}"
+        )
         log.info("session %s/%s expired%s", *state.key, where)
         await self._cleanup(state)
 
@@ -331,18 +342,28 @@ class SessionTracker:
 
     async def _workflows(self, state: _Session) -> list[dict[str, Any]]:
         items = await self.kube.call(
-            self.kube.sync.list_custom, state.ref.namespace, WORKFLOW_PLURAL)
-        return [wf for wf in items
-                if ((wf.get("spec") or {}).get("sessionRef") or {}).get("name") == state.ref.name]
+            self.kube.sync.list_custom, state.ref.namespace, WORKFLOW_PLURAL
+        )
+        return [
+            wf
+            for wf in items
+            if ((wf.get("spec") or {}).get("sessionRef") or {}).get("name") == state.ref.name
+        ]
 
     async def _archive(self, state: _Session, status: ImageSessionStatus, reason: str) -> str:
         """Write ``status`` as the session's history to its ConfigMap; returns its name."""
         name = stats.archive_name(state.ref.name)
-        doc = stats.build_archive(state.ref.namespace, state.ref.name, state.ref.uid,
-                                  state.spec, status, reason, _now())
+        doc = stats.build_archive(
+            state.ref.namespace, state.ref.name, state.ref.uid, state.spec, status, reason, _now()
+        )
         labels = {SESSION_LABEL: state.ref.name} if len(state.ref.name) <= 63 else {}
-        await self.kube.call(self.kube.sync.apply_configmap, state.ref.namespace, name,
-                             {stats.ARCHIVE_KEY: json.dumps(doc, indent=1)}, labels)
+        await self.kube.call(
+            self.kube.sync.apply_configmap,
+            state.ref.namespace,
+            name,
+            {stats.ARCHIVE_KEY: json.dumps(doc, indent=1)},
+            labels,
+        )
         return name
 
     async def _cleanup(self, state: _Session) -> None:
@@ -354,8 +375,10 @@ class SessionTracker:
                 state.deleting.add(meta["uid"])
                 doomed.append((OP_PLURAL, str(meta["name"]), str(meta["uid"])))
         if not state.workflows_cleaned:
-            doomed += [(WORKFLOW_PLURAL, wf["metadata"]["name"], None)
-                       for wf in await self._workflows(state)]
+            doomed += [
+                (WORKFLOW_PLURAL, wf["metadata"]["name"], None)
+                for wf in await self._workflows(state)
+            ]
             state.workflows_cleaned = True
         await asyncio.gather(*(self._delete(state, *item) for item in doomed))
         if doomed:
@@ -365,7 +388,8 @@ class SessionTracker:
         async with self._deletes:
             try:
                 await self.kube.call(
-                    self.kube.sync.delete_custom, state.ref.namespace, plural, name)
+                    self.kube.sync.delete_custom, state.ref.namespace, plural, name
+                )
             except Exception as exc:  # an expired session's next sweep tries again
                 log.warning("could not delete %s %s/%s: %s", plural, state.ref.namespace, name, exc)
                 if uid is None:

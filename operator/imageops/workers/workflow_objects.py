@@ -25,8 +25,9 @@ from imageops.services.workflow_run import RunContext
 log = logging.getLogger(__name__)
 
 
-def patch_status(sync: Kube, ref: ObjectRef, version: str | None,
-                 patch: dict[str, Any]) -> dict[str, Any] | None:
+def patch_status(
+    sync: Kube, ref: ObjectRef, version: str | None, patch: dict[str, Any]
+) -> dict[str, Any] | None:
     """Merge-patch the status of ``version`` of the object (blocking).
 
     Returns the updated object, or None when the object is gone or no longer
@@ -37,8 +38,8 @@ def patch_status(sync: Kube, ref: ObjectRef, version: str | None,
         body["metadata"] = {"resourceVersion": version}
     try:
         obj: Any = sync.custom.patch_namespaced_custom_object_status(
-            GROUP, VERSION, ref.namespace, ref.plural, ref.name, body,
-            _content_type=MERGE_PATCH)
+            GROUP, VERSION, ref.namespace, ref.plural, ref.name, body, _content_type=MERGE_PATCH
+        )
     except Exception as exc:
         if getattr(exc, "status", None) in (404, 409):
             log.debug("status of %s/%s not written: %s", ref.namespace, ref.name, exc)
@@ -56,10 +57,16 @@ async def delete_operations(kube: AsyncKube, namespace: str, names: Sequence[str
 async def ensure_session(kube: AsyncKube, namespace: str, name: str, uid: str) -> None:
     """Create the workflow's own ImageSession (same name, owned by it) unless it exists."""
     owner = RunContext(namespace, name, uid, 0).owner()
-    session = {"apiVersion": API_VERSION, "kind": SESSION_KIND,
-               "metadata": {"name": name, "ownerReferences": [owner],
-                            "labels": {WORKFLOW_LABEL: dag.label_value(name)}},
-               "spec": {}}
+    session = {
+        "apiVersion": API_VERSION,
+        "kind": SESSION_KIND,
+        "metadata": {
+            "name": name,
+            "ownerReferences": [owner],
+            "labels": {WORKFLOW_LABEL: dag.label_value(name)},
+        },
+        "spec": {},
+    }
     await kube.call(kube.sync.create_custom, namespace, SESSIONS, session)
 
 
@@ -68,8 +75,11 @@ async def cleanup(kube: AsyncKube, namespace: str, name: str, uid: str, session:
     workflow ``uid`` owned."""
     selector = f"{WORKFLOW_LABEL}={dag.label_value(name)}"
     children = await kube.call(kube.sync.list_custom, namespace, OPERATIONS, selector)
-    await delete_operations(kube, namespace, [str(c["metadata"]["name"]) for c in children
-                                              if workflow_status.owned_by(c, uid)])
+    await delete_operations(
+        kube,
+        namespace,
+        [str(c["metadata"]["name"]) for c in children if workflow_status.owned_by(c, uid)],
+    )
     if session:
         obj = await kube.call(kube.sync.get_custom, namespace, SESSIONS, name)
         if obj is not None and workflow_status.owned_by(obj, uid):

@@ -116,8 +116,7 @@ class WorkflowReconciler:
         now = _now()
         for key, body in list(self.workflows.items()):
             status = workflow_status.parse_status(body.get("status") or {})
-            finished = status.observed_generation == _generation(body) and \
-                status.phase in FINISHED
+            finished = status.observed_generation == _generation(body) and status.phase in FINISHED
             if not finished:
                 await self.reconcile(key)
             elif workflow_status.ttl_expired(_spec_ttl(body), status, now):
@@ -166,54 +165,85 @@ class WorkflowReconciler:
         if meta.get("deletionTimestamp") or (same_run and prev.phase in FINISHED):
             return
         start = (prev.start_time if same_run else None) or now
-        run = _Pass(key, ObjectRef.from_body(body, PLURAL), uid, meta.get("resourceVersion"),
-                    raw, prev, same_run,
-                    RunMeta(generation, f"{uid[:8]}-g{generation}", start, now))
+        run = _Pass(
+            key,
+            ObjectRef.from_body(body, PLURAL),
+            uid,
+            meta.get("resourceVersion"),
+            raw,
+            prev,
+            same_run,
+            RunMeta(generation, f"{uid[:8]}-g{generation}", start, now),
+        )
         children = self.ctx.index.by_workflow(*key)
         mine = [c for c in children if _current(c, generation, uid)]
         # Children of an earlier generation, or of an earlier workflow of the same name.
-        stale = [str(c["metadata"]["name"]) for c in children
-                 if workflow_status.owned_by_workflow(c) and c not in mine]
+        stale = [
+            str(c["metadata"]["name"])
+            for c in children
+            if workflow_status.owned_by_workflow(c) and c not in mine
+        ]
         await objects.delete_operations(self.ctx.kube, key[0], stale)
         try:
             spec = WorkflowSpec.model_validate(body.get("spec") or {})
             if len(key[1]) > MAX_NAME:
                 raise dag.InvalidWorkflow(
-                    f"the name must be at most {MAX_NAME} characters: children carry it as a label")
+                    f"the name must be at most {MAX_NAME} characters: children carry it as a label"
+                )
             graph = dag.build_graph(spec)
         except ValueError as exc:
-            await self._write(run, workflow_status.failed_status(
-                prev, run.meta, workflow_status.REASON_INVALID, f"invalid workflow: {exc}"))
+            await self._write(
+                run,
+                workflow_status.failed_status(
+                    prev, run.meta, workflow_status.REASON_INVALID, f"invalid workflow: {exc}"
+                ),
+            )
             return
         session = await self._session(key, uid, spec, prev if same_run else None)
         run.meta = replace(run.meta, session=session)
         await self._advance(run, spec, graph, _views(mine))
 
-    async def _advance(self, run: _Pass, spec: WorkflowSpec, graph: dag.Graph,
-                       views: list[ChildView]) -> None:
+    async def _advance(
+        self, run: _Pass, spec: WorkflowSpec, graph: dag.Graph, views: list[ChildView]
+    ) -> None:
         """Plan the run on its nodes, record the status, then create and delete children."""
         key, meta = run.key, run.meta
-        nodes = workflow_status.run_nodes(run.prev if run.same_run else None, views,
-                                          spec.all_nodes) \
-            or await self._choose(key[0], spec, meta.session)
+        nodes = workflow_status.run_nodes(
+            run.prev if run.same_run else None, views, spec.all_nodes
+        ) or await self._choose(key[0], spec, meta.session)
         deadline = spec.active_deadline_seconds
         late = deadline is not None and meta.now >= meta.start_time + timedelta(seconds=deadline)
         if not nodes:
             waiting = workflow_status.no_node_message(spec)
-            await self._write(run, workflow_status.failed_status(
-                run.prev, meta, workflow_status.REASON_DEADLINE,
-                f"activeDeadlineSeconds ({deadline}s) exceeded while {waiting}",
-            ) if late else workflow_status.pending_status(run.prev, meta, waiting))
+            await self._write(
+                run,
+                workflow_status.failed_status(
+                    run.prev,
+                    meta,
+                    workflow_status.REASON_DEADLINE,
+                    f"activeDeadlineSeconds ({deadline}s) exceeded while {waiting}",
+                )
+                if late
+                else workflow_status.pending_status(run.prev, meta, waiting),
+            )
             return
         inp = RunInput(
             run=RunContext(key[0], key[1], run.uid, meta.generation, meta.session),
-            spec=spec, graph=graph, nodes=nodes, fan_out=spec.all_nodes, now=meta.now,
+            spec=spec,
+            graph=graph,
+            nodes=nodes,
+            fan_out=spec.all_nodes,
+            now=meta.now,
             children=[v for v in views if v.step is not None],
             rollbacks=[v for v in views if v.step is None],
             recorded=workflow_status.recorded_steps(run.prev, nodes, spec.all_nodes)
-            if run.same_run else {},
-            rejected={(n, s): e for (g, n, s), e in self._rejected.get(key, {}).items()
-                      if g == meta.generation},
+            if run.same_run
+            else {},
+            rejected={
+                (n, s): e
+                for (g, n, s), e in self._rejected.get(key, {}).items()
+                if g == meta.generation
+            },
             deadline_exceeded=late,
         )
         plan = plan_run(inp)
@@ -223,8 +253,13 @@ class WorkflowReconciler:
             # children, not the index, which may lag right after a controller restart.
             listed = await objects.list_children(self.ctx.kube, *key)
             views = _views([c for c in listed if _current(c, meta.generation, run.uid)])
-            plan = plan_run(replace(inp, children=[v for v in views if v.step is not None],
-                                    rollbacks=[v for v in views if v.step is None]))
+            plan = plan_run(
+                replace(
+                    inp,
+                    children=[v for v in views if v.step is not None],
+                    rollbacks=[v for v in views if v.step is None],
+                )
+            )
             status = workflow_status.run_status(run.prev, meta, plan, spec.all_nodes, late)
         # Record first, then act: a crash in between leaves a status the next pass completes.
         if not await self._write(run, status):
@@ -243,8 +278,9 @@ class WorkflowReconciler:
         patch = workflow_status.merge_delta(run.raw, workflow_status.status_wire(status))
         if not patch:
             return True
-        updated = await self.ctx.kube.call(objects.patch_status, self.ctx.kube.sync, run.ref,
-                                           run.version, patch)
+        updated = await self.ctx.kube.call(
+            objects.patch_status, self.ctx.kube.sync, run.ref, run.version, patch
+        )
         if updated is None:
             return False
         if run.key in self.workflows:
@@ -253,12 +289,14 @@ class WorkflowReconciler:
         await self._announce(run.ref, run.prev, status)
         return True
 
-    async def _announce(self, ref: ObjectRef, prev: WorkflowStatus,
-                        status: WorkflowStatus) -> None:
+    async def _announce(self, ref: ObjectRef, prev: WorkflowStatus, status: WorkflowStatus) -> None:
         """An Event whenever the phase or its reason changes (Started, Succeeded, ...)."""
         reason = _reason(status)
-        if prev.observed_generation == status.observed_generation and \
-                prev.phase == status.phase and _reason(prev) == reason:
+        if (
+            prev.observed_generation == status.observed_generation
+            and prev.phase == status.phase
+            and _reason(prev) == reason
+        ):
             return
         kind = "Normal" if reason in ("Running", "Succeeded") else "Warning"
         event = EVENT_REASONS.get(reason, reason)
@@ -278,15 +316,19 @@ class WorkflowReconciler:
             if code not in (400, 403, 422) or step is None:
                 raise
             # The API server (or an admission check) refuses it: retrying cannot help.
-            why = ErrorInfo(reason=ErrorReason.INVALID_WORKFLOW, retryable=False,
-                            message=f"the API server refused {child['metadata']['name']}: "
-                                    f"{objects.api_message(exc)}"[:4000])
+            why = ErrorInfo(
+                reason=ErrorReason.INVALID_WORKFLOW,
+                retryable=False,
+                message=f"the API server refused {child['metadata']['name']}: "
+                f"{objects.api_message(exc)}"[:4000],
+            )
             node = str(child["spec"]["nodeName"])
             self._rejected.setdefault(key, {})[generation, node, str(step)] = why
             self._kick(key)
 
-    async def _session(self, key: Key, uid: str, spec: WorkflowSpec,
-                       prev: WorkflowStatus | None) -> str | None:
+    async def _session(
+        self, key: Key, uid: str, spec: WorkflowSpec, prev: WorkflowStatus | None
+    ) -> str | None:
         """The ImageSession of the run: the referenced one, or the workflow's own."""
         if spec.session_ref is not None:
             return spec.session_ref.name
@@ -296,15 +338,17 @@ class WorkflowReconciler:
             await objects.ensure_session(self.ctx.kube, key[0], key[1], uid)
         return key[1]
 
-    async def _choose(self, namespace: str, spec: WorkflowSpec,
-                      session: str | None) -> tuple[str, ...]:
+    async def _choose(
+        self, namespace: str, spec: WorkflowSpec, session: str | None
+    ) -> tuple[str, ...]:
         """Nodes for a new run: the named one (the workflow's, else its session's), every
         live match for a fan-out, or the least busy live match."""
         if spec.node_name:
             return (spec.node_name,)
         if session and not spec.all_nodes:
-            obj = await self.ctx.kube.call(self.ctx.kube.sync.get_custom, namespace, SESSIONS,
-                                           session)
+            obj = await self.ctx.kube.call(
+                self.ctx.kube.sync.get_custom, namespace, SESSIONS, session
+            )
             node = ((obj or {}).get("spec") or {}).get("nodeName")
             if node:
                 return (str(node),)
@@ -317,8 +361,11 @@ class WorkflowReconciler:
         live = self.ctx.nodes.live_nodes(spec.node_selector or {})
         if spec.all_nodes or not live:
             return tuple(live[:MAX_NODES])
-        load = Counter((b.get("spec") or {}).get("nodeName") for b in self.ctx.index.all()
-                       if (b.get("status") or {}).get("phase") in ACTIVE)
+        load = Counter(
+            (b.get("spec") or {}).get("nodeName")
+            for b in self.ctx.index.all()
+            if (b.get("status") or {}).get("phase") in ACTIVE
+        )
         return (min(live, key=lambda n: (load[n], n)),)
 
     async def _expire(self, key: Key, body: Body) -> None:
@@ -346,7 +393,8 @@ class WorkflowReconciler:
             if name and key not in self.workflows:
                 refs = child["metadata"].get("ownerReferences") or []
                 owners.setdefault(key, set()).update(
-                    str(r.get("uid")) for r in refs if workflow_status.is_workflow_ref(r))
+                    str(r.get("uid")) for r in refs if workflow_status.is_workflow_ref(r)
+                )
         for key, uids in owners.items():
             obj = await self.ctx.kube.call(self.ctx.kube.sync.get_custom, key[0], PLURAL, key[1])
             live_uid = (obj or {}).get("metadata", {}).get("uid")
@@ -378,5 +426,3 @@ def _spec_ttl(body: Body) -> int | None:
 
 def _owns_session(body: Body) -> bool:
     return bool((body.get("spec") or {}).get("createSession"))
-
-

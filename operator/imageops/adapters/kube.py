@@ -7,15 +7,17 @@ which runs each call in a thread so the event loop never waits on the API.
 from __future__ import annotations
 
 import asyncio
+import http.client
 import logging
 import socket
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar, cast
 
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
+from urllib3.exceptions import HTTPError as Urllib3Error
 
 from imageops.models.base import GROUP, VERSION
 
@@ -23,6 +25,22 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 # Merge patches: ``None`` deletes a field, and lists (conditions) are replaced whole.
 MERGE_PATCH = "application/merge-patch+json"
+# Connect and read timeouts of the operator's own calls: a hung API server (etcd down)
+# must fail a call in bounded time so that it is retried, never wait for ever.
+REQUEST_TIMEOUT = (5.0, 30.0)
+# Retry delays of status writes: doubled from the first, capped (seconds).
+RETRY_FIRST, RETRY_CAP = 0.5, 10.0
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether an API call failed in a way that a later retry can cure.
+
+    5xx (etcd down answers 500/504), 429, and every connection-level failure
+    (refused, reset, timed out) are transient; other 4xx answers are not.
+    """
+    if isinstance(exc, ApiException):
+        return not exc.status or exc.status >= 500 or exc.status == 429
+    return isinstance(exc, Urllib3Error | http.client.HTTPException | OSError)
 
 
 @dataclass(frozen=True)
@@ -81,7 +99,11 @@ class Kube:
 
     def get_secret(self, namespace: str, name: str) -> tuple[str | None, dict[str, str]] | None:
         """A Secret's type and base64 data, or None when it does not exist."""
-        secret = unless_gone(lambda: self.core.read_namespaced_secret(name, namespace))
+        secret = unless_gone(
+            lambda: self.core.read_namespaced_secret(
+                name, namespace, _request_timeout=REQUEST_TIMEOUT
+            )
+        )
         if secret is None:
             return None
         # The client hands .data over still base64-encoded, as str.
@@ -101,9 +123,27 @@ class Kube:
                 ref.name,
                 {"status": patch},
                 _content_type=MERGE_PATCH,
+                _request_timeout=REQUEST_TIMEOUT,
             )
         )
         return done is not None
+
+    def generation(self, ref: ObjectRef) -> int | None:
+        """The object's metadata.generation, or None when it is gone (404)."""
+        obj = unless_gone(
+            lambda: self.custom.get_namespaced_custom_object(
+                GROUP,
+                VERSION,
+                ref.namespace,
+                ref.plural,
+                ref.name,
+                _request_timeout=REQUEST_TIMEOUT,
+            )
+        )
+        if obj is None:
+            return None
+        meta = cast(dict[str, Any], obj).get("metadata") or {}
+        return int(meta.get("generation") or 1)
 
     def patch_object(self, ref: ObjectRef, patch: dict[str, Any]) -> bool:
         """Merge-patch the object itself (spec or metadata); False when it is gone."""
@@ -124,7 +164,7 @@ class Kube:
         """One custom object of this API group, or None."""
         obj = unless_gone(
             lambda: self.custom.get_namespaced_custom_object(
-                GROUP, VERSION, namespace, plural, name
+                GROUP, VERSION, namespace, plural, name, _request_timeout=REQUEST_TIMEOUT
             )
         )
         return None if obj is None else cast(dict[str, Any], obj)
@@ -142,6 +182,22 @@ class Kube:
                 GROUP, VERSION, namespace, plural, label_selector=label_selector or None
             )
         return list(cast(dict[str, Any], result).get("items", []))
+
+    def served(self, namespace: str | None, plural: str) -> bool:
+        """Whether the API server serves ``plural`` of this group (a list of one; 404: no)."""
+        kwargs: dict[str, Any] = {"limit": 1, "_request_timeout": (3.0, 10.0)}
+        try:
+            if namespace is None:
+                self.custom.list_cluster_custom_object(GROUP, VERSION, plural, **kwargs)
+            else:
+                self.custom.list_namespaced_custom_object(
+                    GROUP, VERSION, namespace, plural, **kwargs
+                )
+        except ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True
 
     def create_custom(
         self, namespace: str, plural: str, body: dict[str, Any]
@@ -186,7 +242,9 @@ class Kube:
     ) -> tuple[dict[str, tuple[datetime, int]], dict[str, dict[str, str]]]:
         """Agents' leases (node → renew time, duration) and every Node's labels."""
         leases: dict[str, tuple[datetime, int]] = {}
-        for lease in self.coordination.list_namespaced_lease(namespace, label_selector=label).items:
+        for lease in self.coordination.list_namespaced_lease(
+            namespace, label_selector=label, _request_timeout=REQUEST_TIMEOUT
+        ).items:
             # The holder is the node's full name (label values are cut at 63 characters).
             spec = lease.spec
             if spec and spec.holder_identity and spec.renew_time is not None:
@@ -196,7 +254,7 @@ class Kube:
                 )
         labels = {
             n.metadata.name: dict(n.metadata.labels or {})
-            for n in self.core.list_node().items
+            for n in self.core.list_node(_request_timeout=REQUEST_TIMEOUT).items
             if n.metadata and n.metadata.name
         }
         return leases, labels
@@ -210,7 +268,9 @@ class Kube:
             holder_identity=holder, lease_duration_seconds=duration, renew_time=now
         )
         try:
-            lease = self.coordination.read_namespaced_lease(name, namespace)
+            lease = self.coordination.read_namespaced_lease(
+                name, namespace, _request_timeout=REQUEST_TIMEOUT
+            )
         except ApiException as exc:
             if exc.status != 404:
                 raise
@@ -219,10 +279,14 @@ class Kube:
                 metadata=client.V1ObjectMeta(name=name, namespace=namespace, labels=labels),
                 spec=spec,
             )
-            self.coordination.create_namespaced_lease(namespace, body)
+            self.coordination.create_namespaced_lease(
+                namespace, body, _request_timeout=REQUEST_TIMEOUT
+            )
             return
         lease.spec = spec
-        self.coordination.replace_namespaced_lease(name, namespace, lease)
+        self.coordination.replace_namespaced_lease(
+            name, namespace, lease, _request_timeout=REQUEST_TIMEOUT
+        )
 
     def post_event(self, ref: ObjectRef, etype: str, reason: str, message: str) -> None:
         """Record a core/v1 Event on the object (shown by kubectl describe)."""
@@ -247,7 +311,9 @@ class Kube:
             reporting_instance=self.host,
         )
         try:
-            self.core.create_namespaced_event(ref.namespace, event)
+            self.core.create_namespaced_event(
+                ref.namespace, event, _request_timeout=REQUEST_TIMEOUT
+            )
         except ApiException as exc:
             # Events are best effort: losing one must not fail the operation.
             log.warning(
@@ -269,11 +335,73 @@ class AsyncKube:
         self, namespace: str, name: str
     ) -> tuple[str | None, dict[str, str]] | None:
         """See :meth:`Kube.get_secret`."""
-        return await asyncio.to_thread(self.sync.get_secret, namespace, name)
+        return await self.retrying(
+            lambda: asyncio.to_thread(self.sync.get_secret, namespace, name),
+            f"read Secret {namespace}/{name}",
+        )
 
     async def patch_status(self, ref: ObjectRef, patch: dict[str, Any]) -> bool:
-        """See :meth:`Kube.patch_status`."""
-        return await asyncio.to_thread(self.sync.patch_status, ref, patch)
+        """Write a status patch; retried until written, the object is gone or superseded.
+
+        A status patch may carry an outcome (Succeeded, Failed, a retry) that
+        exists nowhere else, so a transient failure (API server or etcd down, a
+        timeout, a refused connection) never drops it: it is retried with
+        capped backoff for as long as the process lives. Before each retry the
+        object is read: a 404 or a generation newer than the patch's
+        ``observedGeneration`` ends the retries (False), since nobody will read
+        this result any more. Other errors (a 4xx) are raised.
+        """
+        generation = patch.get("observedGeneration")
+        delay = RETRY_FIRST
+        failures = 0
+        while True:
+            try:
+                if failures:
+                    current = await asyncio.to_thread(self.sync.generation, ref)
+                    if current is None or (generation is not None and current > generation):
+                        log.info(
+                            "status of %s/%s not written: object %s",
+                            ref.namespace,
+                            ref.name,
+                            "gone" if current is None else f"at generation {current}",
+                        )
+                        return False
+                written = await asyncio.to_thread(self.sync.patch_status, ref, patch)
+                if failures:
+                    log.info(
+                        "status of %s/%s written after %d failed attempt(s)",
+                        ref.namespace,
+                        ref.name,
+                        failures,
+                    )
+                return written
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                failures += 1
+                log.warning(
+                    "status write of %s/%s failed (%s); retry %d in %.1fs",
+                    ref.namespace,
+                    ref.name,
+                    brief(exc),
+                    failures,
+                    delay,
+                )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RETRY_CAP)
+
+    async def retrying(self, call: Callable[[], Awaitable[T]], what: str) -> T:
+        """Await ``call()`` until it does not fail transiently (capped backoff, no limit)."""
+        delay = RETRY_FIRST
+        while True:
+            try:
+                return await call()
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                log.warning("%s failed (%s); retrying in %.1fs", what, brief(exc), delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RETRY_CAP)
 
     async def patch_object(self, ref: ObjectRef, patch: dict[str, Any]) -> bool:
         """See :meth:`Kube.patch_object`."""
@@ -282,3 +410,10 @@ class AsyncKube:
     async def post_event(self, ref: ObjectRef, etype: str, reason: str, message: str) -> None:
         """See :meth:`Kube.post_event`."""
         await asyncio.to_thread(self.sync.post_event, ref, etype, reason, message)
+
+
+def brief(exc: BaseException) -> str:
+    """A one-line description of an API failure (no response bodies, which can be long)."""
+    if isinstance(exc, ApiException):
+        return f"HTTP {exc.status} {exc.reason}"
+    return f"{type(exc).__name__}: {str(exc)[:200]}"

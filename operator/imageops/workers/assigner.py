@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from imageops.adapters import metrics
 from imageops.adapters.kube import ObjectRef
 from imageops.models.common import ErrorReason, Phase
 from imageops.models.imageoperation import PLURAL, ImageOperationStatus
@@ -56,7 +57,8 @@ class Assigner:
                 continue
             node = (body.get("spec") or {}).get("nodeName")
             if not node:
-                if not await self._assign(body) and _age(body, now) > grace:
+                judge = self.ctx.nodes.can_judge(now)
+                if not await self._assign(body) and judge and _age(body, now) > grace:
                     await self._fail(body, "no node with a live agent matches this operation")
             # An operation cannot have waited longer than it exists: a new agent's Lease
             # may not have been read yet when its first operation arrives.
@@ -110,6 +112,8 @@ class Assigner:
         error = OperationError(ErrorReason.NODE_UNAVAILABLE, message)
         ref = ObjectRef.from_body(body, PLURAL)
         if await self.ctx.kube.patch_status(ref, lifecycle.failed_patch(run, error, now)):
+            action = str((body.get("spec") or {}).get("action") or "Unknown")
+            metrics.count_finished(action, Phase.FAILED, str(error.reason))
             await self.ctx.kube.post_event(ref, "Warning", "Failed", f"NodeUnavailable: {message}")
 
 

@@ -73,6 +73,8 @@ class BenchOperator(OperatorProcess):
             *scope,
             "--lease-namespace",
             namespace,
+            "--state-dir",
+            str(log_dir / f"state-{node}"),
             *extra,
         ]
         entry = [str(PROBE)] if probe else ["-m", "imageops"]

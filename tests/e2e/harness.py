@@ -52,6 +52,9 @@ class OperatorProcess:
             "6",
             "--sweep-interval",
             "1",
+            # Per node and kept across restarts of that node's agent, like the chart's hostPath.
+            "--state-dir",
+            str(log_dir / f"state-{node}"),
             *args,
         ]
         self.log_path = log_dir / f"operator-{node}-{uuid.uuid4().hex[:6]}.log"

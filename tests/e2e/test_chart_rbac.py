@@ -206,7 +206,8 @@ def _start(role: str, install: Install, node: str, tmp_path: Path,
     proc = OperatorProcess(node, log_dir=tmp_path)
     scope = ["--namespace", install.watched] if watch else ["--all-namespaces"]
     proc.args = ["--role", role, "--node-name", node, "--metrics-port", str(proc.metrics_port),
-                 *scope, "--backoff-base", "1", "--backoff-cap", "2"]
+                 *scope, "--backoff-base", "1", "--backoff-cap", "2",
+                 "--state-dir", str(tmp_path / f"state-{node}")]
     # Only the operator process gets the ServiceAccount's kubeconfig (read at start).
     with monkeypatch.context() as env:
         env.setenv("KUBECONFIG", str(config))

@@ -22,6 +22,7 @@ from kopf._cogs.structs.references import Insights
 from imageops.adapters import metrics
 from imageops.adapters.backends import make_backend
 from imageops.adapters.kube import AsyncKube, Kube, load_api_client
+from imageops.adapters.pull_records import FilePullRecords
 from imageops.handlers import imageoperation, imagesession, workflow
 from imageops.models.base import GROUP
 from imageops.models.imageoperation import PLURAL
@@ -224,7 +225,8 @@ def _agent(options: RunOptions, kube: AsyncKube) -> Agent:
         backoff_cap=options.backoff_cap,
         session_wait_seconds=options.session_wait_seconds,
     )
-    return Agent(config, AttemptExecutor(backend, options.max_concurrent), kube)
+    records = FilePullRecords(options.state_dir)
+    return Agent(config, AttemptExecutor(backend, options.max_concurrent, records), kube)
 
 
 def _controller(

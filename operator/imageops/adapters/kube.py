@@ -84,7 +84,11 @@ def load_api_client() -> client.ApiClient:
         config.load_incluster_config()  # type: ignore[no-untyped-call]
     except config.ConfigException:
         config.load_kube_config()  # type: ignore[no-untyped-call]
-    return client.ApiClient()
+    api = client.ApiClient()
+    # One quick urllib3 retry at most: our own loops retry (with backoff, for ever where
+    # it matters), and 3 retries of a 30 s read timeout would hide an outage for minutes.
+    api.configuration.retries = 1
+    return api
 
 
 class Kube:
@@ -243,7 +247,7 @@ class Kube:
         """Agents' leases (node → renew time, duration) and every Node's labels."""
         leases: dict[str, tuple[datetime, int]] = {}
         for lease in self.coordination.list_namespaced_lease(
-            namespace, label_selector=label, _request_timeout=REQUEST_TIMEOUT
+            namespace, label_selector=label, _request_timeout=(3.0, 10.0)
         ).items:
             # The holder is the node's full name (label values are cut at 63 characters).
             spec = lease.spec
@@ -254,7 +258,7 @@ class Kube:
                 )
         labels = {
             n.metadata.name: dict(n.metadata.labels or {})
-            for n in self.core.list_node(_request_timeout=REQUEST_TIMEOUT).items
+            for n in self.core.list_node(_request_timeout=(3.0, 10.0)).items
             if n.metadata and n.metadata.name
         }
         return leases, labels
@@ -262,14 +266,19 @@ class Kube:
     def renew_lease(
         self, namespace: str, name: str, holder: str, duration: int, labels: dict[str, str]
     ) -> None:
-        """Create or renew a Lease held by ``holder`` (the agent's heartbeat)."""
+        """Create or renew a Lease held by ``holder`` (the agent's heartbeat).
+
+        Each call is bounded by half the lease duration, so that a call hanging on
+        an API server without etcd gives way to a fresh one once the server is back.
+        """
+        timeout = (3.0, max(min(duration / 2, REQUEST_TIMEOUT[1]), 2.0))
         now = datetime.now(UTC)
         spec = client.V1LeaseSpec(
             holder_identity=holder, lease_duration_seconds=duration, renew_time=now
         )
         try:
             lease = self.coordination.read_namespaced_lease(
-                name, namespace, _request_timeout=REQUEST_TIMEOUT
+                name, namespace, _request_timeout=timeout
             )
         except ApiException as exc:
             if exc.status != 404:
@@ -279,14 +288,10 @@ class Kube:
                 metadata=client.V1ObjectMeta(name=name, namespace=namespace, labels=labels),
                 spec=spec,
             )
-            self.coordination.create_namespaced_lease(
-                namespace, body, _request_timeout=REQUEST_TIMEOUT
-            )
+            self.coordination.create_namespaced_lease(namespace, body, _request_timeout=timeout)
             return
         lease.spec = spec
-        self.coordination.replace_namespaced_lease(
-            name, namespace, lease, _request_timeout=REQUEST_TIMEOUT
-        )
+        self.coordination.replace_namespaced_lease(name, namespace, lease, _request_timeout=timeout)
 
     def post_event(self, ref: ObjectRef, etype: str, reason: str, message: str) -> None:
         """Record a core/v1 Event on the object (shown by kubectl describe)."""

@@ -99,6 +99,14 @@ class Assigner:
         return min(nodes, key=lambda n: (load[n], n))
 
     async def _fail(self, body: Body, message: str) -> None:
+        # The index may lag: read the operation now and leave it if it finished meanwhile.
+        meta = body["metadata"]
+        fresh = await self.ctx.kube.call(
+            self.ctx.kube.sync.get_custom, meta["namespace"], PLURAL, meta["name"]
+        )
+        if fresh is None or (fresh.get("status") or {}).get("phase") not in ACTIVE:
+            return
+        body = fresh
         status = ImageOperationStatus.model_validate(body.get("status") or {})
         now = datetime.now(UTC)
         run = lifecycle.RunState(

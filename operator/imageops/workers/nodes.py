@@ -7,8 +7,10 @@ few seconds; a node is live while its Lease's renewTime plus its duration
 lies in the future.
 
 Fairness: the controller judges no node on evidence it gathered while it could
-not reach the API server itself. Until its first successful read, and after
-every failed one, it is *blind*; once a read succeeds again, every agent gets
+not reach the API server itself. Until its first successful read, after a failed
+one, and while its last successful read is older than ``2 * interval + 2``
+seconds (a read that hangs, e.g. etcd down), it is *blind*; once a read succeeds
+again, every agent gets
 at least one full lease duration (the longest it knows, at least
 ``lease_duration``) to renew before ``down_for`` reports any node as down, and
 down-time counts from that recovery at the earliest. Agents retry their renewal
@@ -63,7 +65,8 @@ class NodeDirectory:
         self.started = datetime.now(UTC)
         self.refreshed = asyncio.Event()
         # Blind until the first successful read; recovered_at: the end of the last blindness.
-        self.blind = True
+        self.failed = True
+        self.last_read: datetime | None = None
         self.recovered_at = self.started
 
     async def run(self) -> None:
@@ -72,9 +75,9 @@ class NodeDirectory:
             try:
                 await self.refresh()
             except Exception as exc:
-                if not self.blind:
+                if not self.failed:
                     log.warning("could not refresh agent leases (no node is judged): %s", exc)
-                self.blind = True
+                self.failed = True
             await asyncio.sleep(self.interval)
 
     async def refresh(self) -> None:
@@ -86,11 +89,20 @@ class NodeDirectory:
             node: AgentLease(node, renew, duration) for node, (renew, duration) in leases.items()
         }
         self.labels = labels
-        if self.blind:
-            self.blind = False
-            self.recovered_at = datetime.now(UTC)
+        now = datetime.now(UTC)
+        if self.blind(now):
+            self.recovered_at = now
             log.info("agent leases read; nodes are judged from %s", self.judged_from())
+        self.failed = False
+        self.last_read = now
         self.refreshed.set()
+
+    def blind(self, now: datetime | None = None) -> bool:
+        """Whether the controller lacks fresh evidence (failed or hanging reads)."""
+        if self.failed or self.last_read is None:
+            return True
+        stale = timedelta(seconds=2 * self.interval + 2)
+        return (now or datetime.now(UTC)) - self.last_read > stale
 
     def judged_from(self) -> datetime:
         """When nodes may be judged again: one full lease duration after the last recovery."""
@@ -101,7 +113,8 @@ class NodeDirectory:
 
     def can_judge(self, now: datetime | None = None) -> bool:
         """Whether liveness evidence may be acted on now (not blind, recovery grace over)."""
-        return not self.blind and (now or datetime.now(UTC)) >= self.judged_from()
+        now = now or datetime.now(UTC)
+        return not self.blind(now) and now >= self.judged_from()
 
     def is_live(self, node: str, now: datetime | None = None) -> bool:
         """Whether the node's agent renewed its lease recently enough."""

@@ -218,3 +218,73 @@ def test_every_failure_is_counted_under_its_reason(
     assert sum(failed.values()) >= len(specs) - 1, failed
     for reason in set(reasons.values()) - {"NodeUnavailable"}:
         assert samples[f'imageops_errors_total{{reason="{reason}"}}'] >= 1, reason
+
+
+def _workflow(api: client.ApiClient, namespace: str, name: str, spec: dict[str, object]) -> None:
+    client.CustomObjectsApi(api).create_namespaced_custom_object(
+        "imageops.dev",
+        "v1alpha1",
+        namespace,
+        "workflows",
+        {
+            "apiVersion": "imageops.dev/v1alpha1",
+            "kind": "Workflow",
+            "metadata": {"name": name},
+            "spec": spec,
+        },
+    )
+
+
+def _workflow_status(api: client.ApiClient, namespace: str, name: str) -> dict[str, object]:
+    obj = client.CustomObjectsApi(api).get_namespaced_custom_object(
+        "imageops.dev", "v1alpha1", namespace, "workflows", name
+    )
+    return obj.get("status") or {}  # type: ignore[no-any-return, union-attr]
+
+
+def test_workflow_with_a_missing_session_waits_then_runs_or_fails(
+    fail_closed_operator: OperatorProcess,
+    ops: Ops,
+    testbed: Testbed,
+    kube_api: client.ApiClient,
+    namespace: str,
+) -> None:
+    image = testbed.make_image(testbed.unique())
+    steps = [{"name": "tag", "action": "Tag", "image": image, "target": image + "-wf"}]
+    spec = {"nodeName": fail_closed_operator.node, "steps": steps}
+    _workflow(kube_api, namespace, "late", {**spec, "sessionRef": {"name": "wf-session"}})
+    _workflow(kube_api, namespace, "typo", {**spec, "sessionRef": {"name": "no-such"}})
+    pending = wait_until(
+        lambda: (
+            (s := _workflow_status(kube_api, namespace, "late")).get("phase") == "Pending" and s
+        ),
+        30,
+        "workflow pending",
+    )
+    assert condition(pending, "Ready")["reason"] == "SessionNotFound", pending
+    assert not ops.custom.list_namespaced_custom_object(
+        "imageops.dev", "v1alpha1", namespace, "imageoperations"
+    )["items"], "no step may run without the session"
+    wait_until(lambda: "SessionNotFound" in [e["reason"] for e in ops.events("late")], 20, "event")
+    _session(kube_api, namespace, "wf-session", {})
+    done = wait_until(
+        lambda: (
+            (s := _workflow_status(kube_api, namespace, "late")).get("phase")
+            in ("Succeeded", "Failed")
+            and s
+        ),
+        60,
+        "workflow finished",
+    )
+    assert done["phase"] == "Succeeded", done
+    failed = wait_until(
+        lambda: (
+            (s := _workflow_status(kube_api, namespace, "typo")).get("phase")
+            in ("Succeeded", "Failed")
+            and s
+        ),
+        60,
+        "workflow failed",
+    )
+    assert failed["phase"] == "Failed", failed
+    assert condition(failed, "Ready")["reason"] == "SessionNotFound", failed

@@ -241,6 +241,7 @@ def _controller(
         ),
         node_grace_seconds=options.node_grace_seconds,
         sweep_interval=options.sweep_interval,
+        session_wait_seconds=options.session_wait_seconds,
     )
     registry = _registry()
     imageoperation.register_controller(registry, ctx.index)

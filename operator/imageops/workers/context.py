@@ -23,6 +23,8 @@ class ControllerContext:
     nodes: NodeDirectory
     node_grace_seconds: float = 60.0
     sweep_interval: float = 2.0
+    # How long a Workflow whose sessionRef names no ImageSession waits for it.
+    session_wait_seconds: float = 300.0
 
 
 async def repeat(interval: float, step: Callable[[], Awaitable[None]], what: str) -> None:

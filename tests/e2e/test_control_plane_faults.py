@@ -146,7 +146,7 @@ def test_etcd_stopped_mid_pull_result_is_written_when_it_is_back(
     _assert_succeeded_once(status, reasons, testbed, slow_image[0])
     assert status["attempts"] == 1, status
     # The result was computed during the outage and written by the retries.
-    assert "status write of" in log and "written after" in log, log[-3000:]
+    assert "status write of" in log and "succeeded after" in log, log[-3000:]
 
 
 def test_apiserver_down_longer_than_lease_and_grace_ends_succeeded(
@@ -161,7 +161,7 @@ def test_apiserver_down_longer_than_lease_and_grace_ends_succeeded(
         "kube-apiserver", OUTAGE or 30, ops, testbed, log_dir, slow_image
     )
     _assert_succeeded_once(status, reasons, testbed, slow_image[0])
-    assert "written after" in log, log[-3000:]
+    assert "succeeded after" in log, log[-3000:]
 
 
 def _probe(port: int, path: str) -> int:

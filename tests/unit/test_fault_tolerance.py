@@ -12,9 +12,10 @@ from typing import Any
 from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import MaxRetryError, ReadTimeoutError
 
-from imageops.adapters.kube import AsyncKube, is_transient
+from imageops.adapters.kube import AsyncKube
 from imageops.adapters.metrics import WatchHealth
 from imageops.adapters.pull_records import FilePullRecords
+from imageops.adapters.retries import is_transient
 from imageops.models.common import ErrorReason
 from imageops.services.backend import RegistryAuth
 from imageops.services.errors import OperationError

@@ -7,7 +7,6 @@ which runs each call in a thread so the event loop never waits on the API.
 from __future__ import annotations
 
 import asyncio
-import http.client
 import logging
 import socket
 from collections.abc import Awaitable, Callable
@@ -17,8 +16,8 @@ from typing import Any, TypeVar, cast
 
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
-from urllib3.exceptions import HTTPError as Urllib3Error
 
+from imageops.adapters.retries import retry_transient
 from imageops.models.base import GROUP, VERSION
 
 log = logging.getLogger(__name__)
@@ -28,19 +27,6 @@ MERGE_PATCH = "application/merge-patch+json"
 # Connect and read timeouts of the operator's own calls: a hung API server (etcd down)
 # must fail a call in bounded time so that it is retried, never wait for ever.
 REQUEST_TIMEOUT = (5.0, 30.0)
-# Retry delays of status writes: doubled from the first, capped (seconds).
-RETRY_FIRST, RETRY_CAP = 0.5, 10.0
-
-
-def is_transient(exc: BaseException) -> bool:
-    """Whether an API call failed in a way that a later retry can cure.
-
-    5xx (etcd down answers 500/504), 429, and every connection-level failure
-    (refused, reset, timed out) are transient; other 4xx answers are not.
-    """
-    if isinstance(exc, ApiException):
-        return not exc.status or exc.status >= 500 or exc.status == 429
-    return isinstance(exc, Urllib3Error | http.client.HTTPException | OSError)
 
 
 @dataclass(frozen=True)
@@ -357,56 +343,26 @@ class AsyncKube:
         this result any more. Other errors (a 4xx) are raised.
         """
         generation = patch.get("observedGeneration")
-        delay = RETRY_FIRST
-        failures = 0
-        while True:
-            try:
-                if failures:
-                    current = await asyncio.to_thread(self.sync.generation, ref)
-                    if current is None or (generation is not None and current > generation):
-                        log.info(
-                            "status of %s/%s not written: object %s",
-                            ref.namespace,
-                            ref.name,
-                            "gone" if current is None else f"at generation {current}",
-                        )
-                        return False
-                written = await asyncio.to_thread(self.sync.patch_status, ref, patch)
-                if failures:
-                    log.info(
-                        "status of %s/%s written after %d failed attempt(s)",
-                        ref.namespace,
-                        ref.name,
-                        failures,
-                    )
-                return written
-            except Exception as exc:
-                if not is_transient(exc):
-                    raise
-                failures += 1
-                log.warning(
-                    "status write of %s/%s failed (%s); retry %d in %.1fs",
-                    ref.namespace,
-                    ref.name,
-                    brief(exc),
-                    failures,
-                    delay,
-                )
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, RETRY_CAP)
+
+        async def superseded() -> bool:
+            current = await asyncio.to_thread(self.sync.generation, ref)
+            if current is not None and (generation is None or current <= generation):
+                return False
+            state = "gone" if current is None else f"at generation {current}"
+            log.info("status of %s/%s not written: object %s", ref.namespace, ref.name, state)
+            return True
+
+        written = await retry_transient(
+            lambda: asyncio.to_thread(self.sync.patch_status, ref, patch),
+            f"status write of {ref.namespace}/{ref.name}",
+            superseded,
+            False,
+        )
+        return bool(written)
 
     async def retrying(self, call: Callable[[], Awaitable[T]], what: str) -> T:
         """Await ``call()`` until it does not fail transiently (capped backoff, no limit)."""
-        delay = RETRY_FIRST
-        while True:
-            try:
-                return await call()
-            except Exception as exc:
-                if not is_transient(exc):
-                    raise
-                log.warning("%s failed (%s); retrying in %.1fs", what, brief(exc), delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, RETRY_CAP)
+        return cast(T, await retry_transient(call, what))
 
     async def patch_object(self, ref: ObjectRef, patch: dict[str, Any]) -> bool:
         """See :meth:`Kube.patch_object`."""
@@ -415,10 +371,3 @@ class AsyncKube:
     async def post_event(self, ref: ObjectRef, etype: str, reason: str, message: str) -> None:
         """See :meth:`Kube.post_event`."""
         await asyncio.to_thread(self.sync.post_event, ref, etype, reason, message)
-
-
-def brief(exc: BaseException) -> str:
-    """A one-line description of an API failure (no response bodies, which can be long)."""
-    if isinstance(exc, ApiException):
-        return f"HTTP {exc.status} {exc.reason}"
-    return f"{type(exc).__name__}: {str(exc)[:200]}"

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -72,8 +72,23 @@ class RunOptions:
     state_dir: str = "/var/lib/imageops"
 
 
+class _ForeverBackoffs:
+    """kopf's request retry delays, never exhausted: a watch outlives any outage.
+
+    kopf's default gives up after 8 retries (about 54 s), and a watch whose request
+    gave up stops serving. kopf iterates this once per request, so each gets a fresh
+    sequence (not Sized: kopf then counts attempts without a total).
+    """
+
+    def __iter__(self) -> Iterator[float]:
+        yield from (1, 1, 2, 3, 5, 8)
+        while True:
+            yield 10
+
+
 def _settings(field_selector: str | None = None) -> kopf.OperatorSettings:
     settings = kopf.OperatorSettings()
+    settings.networking.error_backoffs = _ForeverBackoffs()
     settings.posting.level = logging.WARNING
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330

@@ -23,7 +23,6 @@ from imageops.adapters import metrics
 from imageops.adapters.kube import AsyncKube, ObjectRef
 from imageops.models.common import Action, ErrorReason, Phase
 from imageops.models.imageoperation import PLURAL, ImageOperationSpec, ImageOperationStatus
-from imageops.models.imagesession import PLURAL as SESSION_PLURAL
 from imageops.models.imagesession import ImageSessionSpec
 from imageops.services import lifecycle
 from imageops.services.backend import CancelToken, RegistryAuth, TransferProgress
@@ -36,6 +35,7 @@ from imageops.services.perform import credential_registry, effective_pull_policy
 from imageops.services.reference import is_image_id, parse_reference, registry_allowed
 from imageops.workers.executor import AttemptExecutor, ProgressBuffer
 from imageops.workers.flights import Flights
+from imageops.workers.session_wait import wait_for_session
 
 log = logging.getLogger(__name__)
 
@@ -280,43 +280,31 @@ class Agent:
     async def _session(
         self, ref: ObjectRef, name: str, run: RunState, start: _Start
     ) -> ImageSessionSpec:
-        """The named session; waits (Pending, SessionNotFound) while it does not exist.
+        """The named session; the run waits (Pending, SessionNotFound) while it is missing."""
 
-        Fails closed: an operation never runs without its session's policy
-        (allowedRegistries, credentials). GitOps may apply the session after its
-        operations, so the run waits for it, up to session_wait_seconds from its start.
-        """
-        waiting = False
-        while True:
-            body = await self.kube.retrying(
-                lambda: self.kube.call(
-                    self.kube.sync.get_custom, ref.namespace, SESSION_PLURAL, name
-                ),
-                f"read ImageSession {ref.namespace}/{name}",
-            )
-            if body is not None:
-                if waiting:
-                    message = f"ImageSession {name} found; running"
-                    patch = lifecycle.phase_patch(run, Phase.RUNNING, "Running", message, _now())
-                    await self.kube.patch_status(ref, patch)
-                return ImageSessionSpec.model_validate(body.get("spec") or {})
-            waited = (_now() - run.start_time).total_seconds()
-            limit = self.config.session_wait_seconds
-            missing = f"ImageSession {name} not found in namespace {ref.namespace}"
-            if waited >= limit:
-                raise OperationError(
-                    ErrorReason.SESSION_NOT_FOUND, f"{missing} (waited {limit:.0f}s)"
-                )
-            if not waiting:
-                waiting = True
-                message = f"{missing}; waiting up to {limit:.0f}s for it"
-                await self._started(ref, start)
-                patch = lifecycle.phase_patch(
-                    run, Phase.PENDING, str(ErrorReason.SESSION_NOT_FOUND), message, _now()
-                )
-                await self.kube.patch_status(ref, patch)
-                self._spawn(self.kube.post_event(ref, "Warning", "SessionNotFound", message))
-            await asyncio.sleep(min(self.config.session_poll_interval, max(limit - waited, 0.05)))
+        async def waiting(message: str) -> None:
+            await self._started(ref, start)
+            reason = str(ErrorReason.SESSION_NOT_FOUND)
+            patch = lifecycle.phase_patch(run, Phase.PENDING, reason, message, _now())
+            await self.kube.patch_status(ref, patch)
+            self._spawn(self.kube.post_event(ref, "Warning", reason, message))
+
+        async def found() -> None:
+            message = f"ImageSession {name} found; running"
+            patch = lifecycle.phase_patch(run, Phase.RUNNING, "Running", message, _now())
+            await self.kube.patch_status(ref, patch)
+
+        config = self.config
+        return await wait_for_session(
+            self.kube,
+            ref,
+            name,
+            run.start_time,
+            config.session_wait_seconds,
+            config.session_poll_interval,
+            waiting,
+            found,
+        )
 
     async def _prepare(self, ref: ObjectRef, effective: EffectiveSpec) -> RegistryAuth | None:
         """Check references and the allowed registries, and resolve credentials."""

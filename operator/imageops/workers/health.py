@@ -15,8 +15,9 @@ import asyncio
 import logging
 from collections.abc import Callable, Sequence
 
-from imageops.adapters.kube import AsyncKube, brief
+from imageops.adapters.kube import AsyncKube
 from imageops.adapters.metrics import WatchHealth
+from imageops.adapters.retries import brief
 
 log = logging.getLogger(__name__)
 # (watch name "role/plural", plural)

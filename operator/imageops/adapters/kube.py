@@ -70,11 +70,11 @@ def load_api_client() -> client.ApiClient:
         config.load_incluster_config()  # type: ignore[no-untyped-call]
     except config.ConfigException:
         config.load_kube_config()  # type: ignore[no-untyped-call]
-    api = client.ApiClient()
+    settings = client.Configuration.get_default_copy()
     # One quick urllib3 retry at most: our own loops retry (with backoff, for ever where
     # it matters), and 3 retries of a 30 s read timeout would hide an outage for minutes.
-    api.configuration.retries = 1
-    return api
+    settings.retries = 1
+    return client.ApiClient(settings)
 
 
 class Kube:

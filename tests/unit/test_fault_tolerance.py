@@ -117,3 +117,15 @@ def test_session_not_found_is_permanent_with_a_suggestion() -> None:
     error = OperationError(ErrorReason.SESSION_NOT_FOUND, "ImageSession x not found")
     info = error.to_info()
     assert not info.retryable and "sessionRef" in info.suggestion
+
+
+def test_every_reason_has_a_metric_series_and_a_row_in_the_readme() -> None:
+    from pathlib import Path
+
+    from imageops.adapters import metrics
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    exposed = {s.labels["reason"] for m in metrics.ERRORS.collect() for s in m.samples}
+    for reason in ErrorReason:
+        assert f"| `{reason}` |" in readme, reason
+        assert str(reason) in exposed, reason

@@ -24,6 +24,8 @@ from prometheus_client import (
     generate_latest,
 )
 
+from imageops.models.common import ErrorReason
+
 OPERATIONS = Counter(
     "imageops_operations_total", "Finished image operations.", ["action", "result"]
 )
@@ -45,6 +47,11 @@ ERRORS = Counter(
     'imageops_retries_total), so the sum equals imageops_operations_total{result="failed"}.',
     ["reason"],
 )
+# Every reason has a series from the start (0 until it happens), so that dashboards and
+# alerts see each one, and the sum can be checked against the failed operations.
+for _reason in ErrorReason:
+    ERRORS.labels(str(_reason))
+
 WATCH_EVENTS = Counter(
     "imageops_watch_events_total",
     "Watch events received from the API server, by resource and role (the agent's are "

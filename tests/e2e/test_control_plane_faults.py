@@ -185,7 +185,8 @@ def test_operator_started_while_apiserver_is_down_serves_every_kind(
     node = f"late-{namespace[-6:]}"
     bed("stop", "kube-apiserver")
     proc = OperatorProcess(node, log_dir=log_dir)
-    proc.args = [a for a in proc.args if a != "--all-namespaces"] + ["--namespace", namespace]
+    proc.args = [a for a in proc.args if a != "--all-namespaces"]
+    proc.args += ["--namespace", namespace, "--watch-down-seconds", "8"]
     try:
         proc.proc = subprocess.Popen(
             [*_command(), *proc.args],
@@ -198,9 +199,12 @@ def test_operator_started_while_apiserver_is_down_serves_every_kind(
             assert _probe(proc.metrics_port, "/readyz") == 503
             assert _probe(proc.metrics_port, "/healthz") == 200
             time.sleep(0.5)
+        # Liveness fails once the watches have been down longer than --watch-down-seconds.
+        wait_until(lambda: _probe(proc.metrics_port, "/healthz") == 503, 20, "liveness fails")
         bed("start", "kube-apiserver")
         back = time.monotonic()
         wait_until(lambda: _probe(proc.metrics_port, "/readyz") == 200, 60, "ready")
+        assert _probe(proc.metrics_port, "/healthz") == 200
         print(f"\nready {time.monotonic() - back:.1f}s after the API server was back")
         image = testbed.make_image(testbed.unique())
         custom = client.CustomObjectsApi(kube_api)

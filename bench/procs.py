@@ -23,6 +23,12 @@ def operator_source() -> str:
     return os.environ.get("BENCH_OPERATOR_SRC") or str(REPO / "operator")
 
 
+def _state_dir(path: Path) -> list[str]:
+    """--state-dir PATH, unless the measured operator predates the option (a baseline)."""
+    cli = Path(operator_source()) / "imageops" / "cli.py"
+    return ["--state-dir", str(path)] if "--state-dir" in cli.read_text() else []
+
+
 def bed_pids() -> dict[str, int]:
     """Process ids of the test bed's daemons (from $IMAGEOPS_TESTENV_DIR/pids)."""
     pids: dict[str, int] = {}
@@ -73,6 +79,7 @@ class BenchOperator(OperatorProcess):
             *scope,
             "--lease-namespace",
             namespace,
+            *_state_dir(log_dir / f"state-{node}"),
             *extra,
         ]
         entry = [str(PROBE)] if probe else ["-m", "imageops"]

@@ -5,10 +5,16 @@
 #   hack/build-tools.sh into a per-machine cache outside the repo).
 #
 # Usage: hack/testenv.sh up|down|status
+#        hack/testenv.sh stop|start|kill NAME   (fault tests)
 #   up      start whatever is not running (reuses running parts), seed the
 #           image, write $IMAGEOPS_TESTENV_DIR/env.sh, print a summary.
 #   down    stop everything, delete runtime state; keeps the tool cache.
 #   status  show what runs; exit 0 only when everything is up and ready.
+#   stop NAME   stop one service (SIGTERM), keeping its data, ports and config;
+#   kill NAME   the same with SIGKILL (a crash);
+#   start NAME  start it again as `up` configured it and wait until it is ready.
+#           NAME: dockerd registry-open registry-auth etcd kube-apiserver
+#           (hack/lib/testenv-faults.sh).
 # Then: source .testenv/env.sh
 #
 # Layout and isolation scheme (two clones, e.g. /work/main and /tmp/check,
@@ -37,6 +43,8 @@ source "$REPO/hack/lib/testenv-docker.sh"
 source "$REPO/hack/lib/testenv-registry.sh"
 # shellcheck source=hack/lib/testenv-kube.sh
 source "$REPO/hack/lib/testenv-kube.sh"
+# shellcheck source=hack/lib/testenv-faults.sh
+source "$REPO/hack/lib/testenv-faults.sh"
 
 declare -A STATE=()
 APISERVER_STARTED=
@@ -214,5 +222,8 @@ case "${1:-}" in
   up) cmd_up ;;
   down) cmd_down ;;
   status) cmd_status ;;
-  *) echo "usage: $0 up|down|status" >&2; exit 64 ;;
+  stop | start | kill)
+    [[ -n "${2:-}" ]] || { echo "usage: $0 $1 NAME (${SERVICES[*]})" >&2; exit 64; }
+    "cmd_$1_service" "$2" ;;
+  *) echo "usage: $0 up|down|status|stop NAME|start NAME|kill NAME" >&2; exit 64 ;;
 esac

@@ -101,6 +101,26 @@ def build_parser() -> argparse.ArgumentParser:
         help="how long a node may be without a live agent before its operations "
         "fail with NodeUnavailable",
     )
+    runp.add_argument(
+        "--session-wait-seconds",
+        type=float,
+        default=300.0,
+        help="how long an operation whose sessionRef names no ImageSession waits for it "
+        "(Pending, SessionNotFound) before it fails with SessionNotFound (default 300)",
+    )
+    runp.add_argument(
+        "--watch-down-seconds",
+        type=float,
+        default=300.0,
+        help="/healthz fails once a needed watch has been down this long, so that the "
+        "kubelet restarts the process (default 300)",
+    )
+    runp.add_argument(
+        "--state-dir",
+        default=os.environ.get("IMAGEOPS_STATE_DIR") or "/var/lib/imageops",
+        help="where the agent keeps what survives restarts: who pulled which image "
+        "(default: $IMAGEOPS_STATE_DIR or /var/lib/imageops)",
+    )
     runp.add_argument("--sweep-interval", type=float, default=2.0, help=argparse.SUPPRESS)
     runp.add_argument("--log-level", default="INFO")
 
@@ -140,6 +160,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         lease_duration=args.lease_duration,
         node_grace_seconds=args.node_grace_seconds,
         sweep_interval=args.sweep_interval,
+        session_wait_seconds=args.session_wait_seconds,
+        watch_down_seconds=args.watch_down_seconds,
+        state_dir=args.state_dir,
     )
     asyncio.run(run(options))
     return 0

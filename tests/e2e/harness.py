@@ -52,13 +52,16 @@ class OperatorProcess:
             "6",
             "--sweep-interval",
             "1",
+            # Per node and kept across restarts of that node's agent, like the chart's hostPath.
+            "--state-dir",
+            str(log_dir / f"state-{node}"),
             *args,
         ]
         self.log_path = log_dir / f"operator-{node}-{uuid.uuid4().hex[:6]}.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> OperatorProcess:
-        """Start and wait until /healthz answers and the watches are established."""
+        """Start and wait until /readyz answers ok: every watch established and working."""
         env = dict(os.environ, PYTHONPATH=str(REPO / "operator"), PYTHONUNBUFFERED="1")
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
@@ -77,7 +80,7 @@ class OperatorProcess:
         if self.proc.poll() is not None:
             raise AssertionError(f"operator exited {self.proc.returncode}:\n{self.log()}")
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/healthz", timeout=2):
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/readyz", timeout=2):
                 return True
         except OSError:
             return False

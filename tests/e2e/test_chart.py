@@ -261,8 +261,10 @@ def test_workloads_follow_the_values(namespace: str) -> None:
         ctx = container["securityContext"]
         assert ctx["readOnlyRootFilesystem"] is True and ctx["allowPrivilegeEscalation"] is False
         assert ctx["capabilities"] == {"drop": ["ALL"]} and ctx["runAsNonRoot"] is True
-        for probe in ("livenessProbe", "readinessProbe"):
-            assert container[probe]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+        for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
+            assert container[probe]["httpGet"] == {"path": path, "port": "metrics"}
+    state = next(v for v in pod["volumes"] if v["name"] == "state")
+    assert "emptyDir" in state and "--state-dir" in agent["args"]
     no_gid = render("r", namespace)
     ds = next(o for o in no_gid if o["kind"] == "DaemonSet")
     assert "supplementalGroups" not in ds["spec"]["template"]["spec"]["securityContext"]

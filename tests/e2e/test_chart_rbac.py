@@ -232,6 +232,8 @@ def _start(
         "1",
         "--backoff-cap",
         "2",
+        "--state-dir",
+        str(tmp_path / f"state-{node}"),
     ]
     # Only the operator process gets the ServiceAccount's kubeconfig (read at start).
     with monkeypatch.context() as env:

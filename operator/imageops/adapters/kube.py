@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar, cast
@@ -17,12 +17,16 @@ from typing import Any, TypeVar, cast
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
+from imageops.adapters.retries import retry_transient
 from imageops.models.base import GROUP, VERSION
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 # Merge patches: ``None`` deletes a field, and lists (conditions) are replaced whole.
 MERGE_PATCH = "application/merge-patch+json"
+# Connect and read timeouts of the operator's own calls: a hung API server (etcd down)
+# must fail a call in bounded time so that it is retried, never wait for ever.
+REQUEST_TIMEOUT = (5.0, 30.0)
 
 
 @dataclass(frozen=True)
@@ -66,7 +70,11 @@ def load_api_client() -> client.ApiClient:
         config.load_incluster_config()  # type: ignore[no-untyped-call]
     except config.ConfigException:
         config.load_kube_config()  # type: ignore[no-untyped-call]
-    return client.ApiClient()
+    settings = client.Configuration.get_default_copy()
+    # One quick urllib3 retry at most: our own loops retry (with backoff, for ever where
+    # it matters), and 3 retries of a 30 s read timeout would hide an outage for minutes.
+    settings.retries = 1
+    return client.ApiClient(settings)
 
 
 class Kube:
@@ -81,7 +89,11 @@ class Kube:
 
     def get_secret(self, namespace: str, name: str) -> tuple[str | None, dict[str, str]] | None:
         """A Secret's type and base64 data, or None when it does not exist."""
-        secret = unless_gone(lambda: self.core.read_namespaced_secret(name, namespace))
+        secret = unless_gone(
+            lambda: self.core.read_namespaced_secret(
+                name, namespace, _request_timeout=REQUEST_TIMEOUT
+            )
+        )
         if secret is None:
             return None
         # The client hands .data over still base64-encoded, as str.
@@ -101,9 +113,27 @@ class Kube:
                 ref.name,
                 {"status": patch},
                 _content_type=MERGE_PATCH,
+                _request_timeout=REQUEST_TIMEOUT,
             )
         )
         return done is not None
+
+    def generation(self, ref: ObjectRef) -> int | None:
+        """The object's metadata.generation, or None when it is gone (404)."""
+        obj = unless_gone(
+            lambda: self.custom.get_namespaced_custom_object(
+                GROUP,
+                VERSION,
+                ref.namespace,
+                ref.plural,
+                ref.name,
+                _request_timeout=REQUEST_TIMEOUT,
+            )
+        )
+        if obj is None:
+            return None
+        meta = cast(dict[str, Any], obj).get("metadata") or {}
+        return int(meta.get("generation") or 1)
 
     def patch_object(self, ref: ObjectRef, patch: dict[str, Any]) -> bool:
         """Merge-patch the object itself (spec or metadata); False when it is gone."""
@@ -124,7 +154,7 @@ class Kube:
         """One custom object of this API group, or None."""
         obj = unless_gone(
             lambda: self.custom.get_namespaced_custom_object(
-                GROUP, VERSION, namespace, plural, name
+                GROUP, VERSION, namespace, plural, name, _request_timeout=REQUEST_TIMEOUT
             )
         )
         return None if obj is None else cast(dict[str, Any], obj)
@@ -142,6 +172,22 @@ class Kube:
                 GROUP, VERSION, namespace, plural, label_selector=label_selector or None
             )
         return list(cast(dict[str, Any], result).get("items", []))
+
+    def served(self, namespace: str | None, plural: str) -> bool:
+        """Whether the API server serves ``plural`` of this group (a list of one; 404: no)."""
+        kwargs: dict[str, Any] = {"limit": 1, "_request_timeout": (3.0, 10.0)}
+        try:
+            if namespace is None:
+                self.custom.list_cluster_custom_object(GROUP, VERSION, plural, **kwargs)
+            else:
+                self.custom.list_namespaced_custom_object(
+                    GROUP, VERSION, namespace, plural, **kwargs
+                )
+        except ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True
 
     def create_custom(
         self, namespace: str, plural: str, body: dict[str, Any]
@@ -186,7 +232,9 @@ class Kube:
     ) -> tuple[dict[str, tuple[datetime, int]], dict[str, dict[str, str]]]:
         """Agents' leases (node → renew time, duration) and every Node's labels."""
         leases: dict[str, tuple[datetime, int]] = {}
-        for lease in self.coordination.list_namespaced_lease(namespace, label_selector=label).items:
+        for lease in self.coordination.list_namespaced_lease(
+            namespace, label_selector=label, _request_timeout=(3.0, 10.0)
+        ).items:
             # The holder is the node's full name (label values are cut at 63 characters).
             spec = lease.spec
             if spec and spec.holder_identity and spec.renew_time is not None:
@@ -196,7 +244,7 @@ class Kube:
                 )
         labels = {
             n.metadata.name: dict(n.metadata.labels or {})
-            for n in self.core.list_node().items
+            for n in self.core.list_node(_request_timeout=(3.0, 10.0)).items
             if n.metadata and n.metadata.name
         }
         return leases, labels
@@ -204,13 +252,20 @@ class Kube:
     def renew_lease(
         self, namespace: str, name: str, holder: str, duration: int, labels: dict[str, str]
     ) -> None:
-        """Create or renew a Lease held by ``holder`` (the agent's heartbeat)."""
+        """Create or renew a Lease held by ``holder`` (the agent's heartbeat).
+
+        Each call is bounded by half the lease duration, so that a call hanging on
+        an API server without etcd gives way to a fresh one once the server is back.
+        """
+        timeout = (3.0, max(min(duration / 2, REQUEST_TIMEOUT[1]), 2.0))
         now = datetime.now(UTC)
         spec = client.V1LeaseSpec(
             holder_identity=holder, lease_duration_seconds=duration, renew_time=now
         )
         try:
-            lease = self.coordination.read_namespaced_lease(name, namespace)
+            lease = self.coordination.read_namespaced_lease(
+                name, namespace, _request_timeout=timeout
+            )
         except ApiException as exc:
             if exc.status != 404:
                 raise
@@ -219,10 +274,10 @@ class Kube:
                 metadata=client.V1ObjectMeta(name=name, namespace=namespace, labels=labels),
                 spec=spec,
             )
-            self.coordination.create_namespaced_lease(namespace, body)
+            self.coordination.create_namespaced_lease(namespace, body, _request_timeout=timeout)
             return
         lease.spec = spec
-        self.coordination.replace_namespaced_lease(name, namespace, lease)
+        self.coordination.replace_namespaced_lease(name, namespace, lease, _request_timeout=timeout)
 
     def post_event(self, ref: ObjectRef, etype: str, reason: str, message: str) -> None:
         """Record a core/v1 Event on the object (shown by kubectl describe)."""
@@ -247,7 +302,9 @@ class Kube:
             reporting_instance=self.host,
         )
         try:
-            self.core.create_namespaced_event(ref.namespace, event)
+            self.core.create_namespaced_event(
+                ref.namespace, event, _request_timeout=REQUEST_TIMEOUT
+            )
         except ApiException as exc:
             # Events are best effort: losing one must not fail the operation.
             log.warning(
@@ -269,11 +326,43 @@ class AsyncKube:
         self, namespace: str, name: str
     ) -> tuple[str | None, dict[str, str]] | None:
         """See :meth:`Kube.get_secret`."""
-        return await asyncio.to_thread(self.sync.get_secret, namespace, name)
+        return await self.retrying(
+            lambda: asyncio.to_thread(self.sync.get_secret, namespace, name),
+            f"read Secret {namespace}/{name}",
+        )
 
     async def patch_status(self, ref: ObjectRef, patch: dict[str, Any]) -> bool:
-        """See :meth:`Kube.patch_status`."""
-        return await asyncio.to_thread(self.sync.patch_status, ref, patch)
+        """Write a status patch; retried until written, the object is gone or superseded.
+
+        A status patch may carry an outcome (Succeeded, Failed, a retry) that
+        exists nowhere else, so a transient failure (API server or etcd down, a
+        timeout, a refused connection) never drops it: it is retried with
+        capped backoff for as long as the process lives. Before each retry the
+        object is read: a 404 or a generation newer than the patch's
+        ``observedGeneration`` ends the retries (False), since nobody will read
+        this result any more. Other errors (a 4xx) are raised.
+        """
+        generation = patch.get("observedGeneration")
+
+        async def superseded() -> bool:
+            current = await asyncio.to_thread(self.sync.generation, ref)
+            if current is not None and (generation is None or current <= generation):
+                return False
+            state = "gone" if current is None else f"at generation {current}"
+            log.info("status of %s/%s not written: object %s", ref.namespace, ref.name, state)
+            return True
+
+        written = await retry_transient(
+            lambda: asyncio.to_thread(self.sync.patch_status, ref, patch),
+            f"status write of {ref.namespace}/{ref.name}",
+            superseded,
+            False,
+        )
+        return bool(written)
+
+    async def retrying(self, call: Callable[[], Awaitable[T]], what: str) -> T:
+        """Await ``call()`` until it does not fail transiently (capped backoff, no limit)."""
+        return cast(T, await retry_transient(call, what))
 
     async def patch_object(self, ref: ObjectRef, patch: dict[str, Any]) -> bool:
         """See :meth:`Kube.patch_object`."""

@@ -1,13 +1,18 @@
 """Prometheus metrics and the health endpoints, served on --metrics-port.
 
-``/metrics`` is the Prometheus exposition; ``/healthz`` answers 200 while the
-operator's event loop is alive (a heartbeat it refreshes), 503 otherwise.
+``/metrics`` is the Prometheus exposition.
+``/readyz`` (readiness) answers 200 only while the event loop is alive and every
+watch the process needs is established and working (see :class:`WatchHealth`).
+``/healthz`` and ``/livez`` (liveness) answer 200 while the event loop is alive
+(a heartbeat it refreshes) and no needed watch has been down longer than
+``--watch-down-seconds``; 503 otherwise, so the kubelet restarts a stuck process.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import (
@@ -36,7 +41,12 @@ IN_FLIGHT = Gauge("imageops_operations_in_flight", "Operations being worked on n
 RETRIES = Counter(
     "imageops_retries_total", "Retries after retryable failures.", ["action", "reason"]
 )
-ERRORS = Counter("imageops_errors_total", "Failed attempts by error reason.", ["reason"])
+ERRORS = Counter(
+    "imageops_errors_total",
+    "Failed operations by reason (one per failure; retried attempts are counted in "
+    'imageops_retries_total), so the sum equals imageops_operations_total{result="failed"}.',
+    ["reason"],
+)
 WATCH_EVENTS = Counter(
     "imageops_watch_events_total",
     "Watch events received from the API server, by resource and role (the agent's are "
@@ -77,6 +87,7 @@ def _initialise() -> None:
     A counter series that first appears at 1 hides that first increment from rate() and
     increase(): the first failure of a reason would never reach an alert.
     """
+    # Every reason too, so the sum can be checked against the failed operations.
     for reason in ErrorReason:
         ERRORS.labels(str(reason))
     for action in Action:
@@ -113,6 +124,13 @@ def set_overdue(per_namespace: dict[str, int]) -> None:
     _replace(OVERDUE, "overdue", per_namespace)
 
 
+def count_finished(action: str, phase: str, reason: str | None = None) -> None:
+    """Count one finished operation; a failure is counted under its reason too."""
+    OPERATIONS.labels(action, phase.lower()).inc()
+    if phase.lower() == "failed":
+        ERRORS.labels(reason or "Unknown").inc()
+
+
 class Heartbeat:
     """A timestamp the event loop refreshes; stale means the loop is stuck."""
 
@@ -129,15 +147,63 @@ class Heartbeat:
         return time.monotonic() - self._last < self.tolerance
 
 
-def _handler(heartbeat: Heartbeat) -> type[BaseHTTPRequestHandler]:
+class WatchHealth:
+    """Whether each watch the process needs is established and working.
+
+    A watch is named ``role/plural``; it starts down ("not started"). The
+    operator reports each one up or down (with why) as it checks them; a watch
+    down for longer than ``down_bound`` seconds makes the process not live.
+    """
+
+    def __init__(self, names: Iterable[str], down_bound: float = 300.0) -> None:
+        self.down_bound = down_bound
+        now = time.monotonic()
+        self._lock = threading.Lock()
+        # name -> (down since, why); absent while the watch is up.
+        self._down: dict[str, tuple[float, str]] = {n: (now, "not started") for n in names}
+        self._names = set(self._down)
+
+    def report(self, name: str, up: bool, why: str = "") -> None:
+        """Record the state of one watch."""
+        with self._lock:
+            self._names.add(name)
+            if up:
+                self._down.pop(name, None)
+            elif name not in self._down:
+                self._down[name] = (time.monotonic(), why)
+            else:
+                self._down[name] = (self._down[name][0], why)
+
+    def ready(self) -> tuple[bool, str]:
+        """(every watch up, a line per watch that is not)."""
+        with self._lock:
+            lines = [f"{n}: down: {why}" for n, (_, why) in sorted(self._down.items())]
+        return not lines, "\n".join(lines)
+
+    def live(self) -> tuple[bool, str]:
+        """(no watch down for longer than down_bound, a line per watch that is)."""
+        now = time.monotonic()
+        with self._lock:
+            lines = [
+                f"{n}: down for {now - since:.0f}s (bound {self.down_bound:.0f}s): {why}"
+                for n, (since, why) in sorted(self._down.items())
+                if now - since > self.down_bound
+            ]
+        return not lines, "\n".join(lines)
+
+
+def _handler(heartbeat: Heartbeat, watches: WatchHealth) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             path = self.path.split("?", 1)[0]
             if path == "/metrics":
                 self._reply(200, generate_latest(REGISTRY), CONTENT_TYPE_LATEST)
             elif path in ("/healthz", "/livez", "/readyz"):
-                ok = heartbeat.alive()
-                self._reply(200 if ok else 503, b"ok\n" if ok else b"stalled\n", "text/plain")
+                ok, why = watches.ready() if path == "/readyz" else watches.live()
+                if not heartbeat.alive():
+                    ok, why = False, "event loop stalled"
+                body = b"ok\n" if ok else why.encode() + b"\n"
+                self._reply(200 if ok else 503, body, "text/plain")
             else:
                 self._reply(404, b"not found\n", "text/plain")
 
@@ -154,8 +220,10 @@ def _handler(heartbeat: Heartbeat) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
-def serve(port: int, heartbeat: Heartbeat, host: str = "0.0.0.0") -> ThreadingHTTPServer:
+def serve(
+    port: int, heartbeat: Heartbeat, watches: WatchHealth, host: str = "0.0.0.0"
+) -> ThreadingHTTPServer:
     """Start the metrics and health server in a daemon thread."""
-    server = ThreadingHTTPServer((host, port), _handler(heartbeat))
+    server = ThreadingHTTPServer((host, port), _handler(heartbeat, watches))
     threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
     return server

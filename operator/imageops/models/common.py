@@ -90,6 +90,7 @@ class ErrorReason(StrEnum):
     DAEMON_UNAVAILABLE = "DaemonUnavailable"
     DISK_FULL = "DiskFull"
     NODE_UNAVAILABLE = "NodeUnavailable"
+    SESSION_NOT_FOUND = "SessionNotFound"
     INVALID_WORKFLOW = "InvalidWorkflow"
     CANCELLED = "Cancelled"
     UNKNOWN = "Unknown"

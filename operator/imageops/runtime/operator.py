@@ -10,22 +10,29 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import kopf
 
+# kopf does not export Insights; passing our own lets /readyz see what kopf serves.
+from kopf._cogs.structs.references import Insights
+
 from imageops.adapters import metrics
 from imageops.adapters.backends import make_backend
 from imageops.adapters.kube import AsyncKube, Kube, load_api_client
+from imageops.adapters.pull_records import FilePullRecords
 from imageops.handlers import imageoperation, imagesession, workflow
 from imageops.models.base import GROUP
 from imageops.models.imageoperation import PLURAL
+from imageops.models.imagesession import PLURAL as SESSION_PLURAL
+from imageops.models.workflow import PLURAL as WORKFLOW_PLURAL
 from imageops.workers.agent import Agent, AgentConfig
 from imageops.workers.assigner import Assigner
 from imageops.workers.context import ControllerContext
 from imageops.workers.executor import AttemptExecutor
+from imageops.workers.health import probe_watches, wait_until_served
 from imageops.workers.heartbeat import run_heartbeat
 from imageops.workers.nodes import NodeDirectory
 from imageops.workers.opindex import OperationIndex
@@ -34,6 +41,11 @@ from imageops.workers.workflows import WorkflowReconciler
 
 log = logging.getLogger(__name__)
 ROLES = ("agent", "controller")
+# What each role's kopf operator watches: /readyz is ok only while all are served.
+ROLE_PLURALS = {
+    "agent": (PLURAL,),
+    "controller": (PLURAL, WORKFLOW_PLURAL, SESSION_PLURAL),
+}
 
 
 @dataclass
@@ -55,10 +67,28 @@ class RunOptions:
     sweep_interval: float = 2.0
     backoff_base: float = 2.0
     backoff_cap: float = 60.0
+    session_wait_seconds: float = 300.0
+    watch_down_seconds: float = 300.0
+    state_dir: str = "/var/lib/imageops"
+
+
+class _ForeverBackoffs:
+    """kopf's request retry delays, never exhausted: a watch outlives any outage.
+
+    kopf's default gives up after 8 retries (about 54 s), and a watch whose request
+    gave up stops serving. kopf iterates this once per request, so each gets a fresh
+    sequence (not Sized: kopf then counts attempts without a total).
+    """
+
+    def __iter__(self) -> Iterator[float]:
+        yield from (1, 1, 2, 3, 5, 8)
+        while True:
+            yield 10
 
 
 def _settings(field_selector: str | None = None) -> kopf.OperatorSettings:
     settings = kopf.OperatorSettings()
+    settings.networking.error_backoffs = _ForeverBackoffs()
     settings.posting.level = logging.WARNING
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
@@ -83,10 +113,12 @@ def _operator(
     settings: kopf.OperatorSettings,
     stop: asyncio.Event,
     ready: asyncio.Event,
+    insights: Insights,
 ) -> Any:
     return kopf.operator(
         registry=registry,
         settings=settings,
+        insights=insights,
         standalone=True,  # several agents must not pause each other through peering
         clusterwide=not options.namespaces,
         namespaces=options.namespaces,
@@ -118,7 +150,10 @@ async def _take_signals(readies: list[asyncio.Event], stop: asyncio.Event) -> No
 async def run(options: RunOptions) -> None:
     """Run the selected roles until a signal (or a failed operator) stops them."""
     heartbeat = metrics.Heartbeat()
-    server = metrics.serve(options.metrics_port, heartbeat)
+    roles = [role for role in ROLES if role in options.roles]
+    watched = [(f"{role}/{plural}", plural) for role in roles for plural in ROLE_PLURALS[role]]
+    health = metrics.WatchHealth([name for name, _ in watched], options.watch_down_seconds)
+    server = metrics.serve(options.metrics_port, heartbeat, health)
     kube = AsyncKube(Kube(load_api_client(), component="imageops", host=options.node_name))
     operators: list[tuple[kopf.OperatorRegistry, kopf.OperatorSettings]] = []
     loops: list[Coroutine[Any, Any, None]] = [_beat(heartbeat)]
@@ -137,13 +172,22 @@ async def run(options: RunOptions) -> None:
         loops.extend(controller_loops)
     stop = asyncio.Event()
     readies = [asyncio.Event() for _ in operators]
+    insights = [Insights() for _ in operators]
     background = [asyncio.create_task(loop) for loop in loops]
-    background.append(asyncio.create_task(_take_signals(readies, stop)))
-    kopfs = [
-        asyncio.create_task(_operator(options, registry, settings, stop, ready))
-        for (registry, settings), ready in zip(operators, readies, strict=True)
-    ]
+    namespace = options.namespaces[0] if options.namespaces else None
+    kopfs: list[asyncio.Task[Any]] = []
     try:
+        # kopf resolves its resources once at start: start it only when all are served.
+        await _until_signal(wait_until_served(kube, namespace, watched, health))
+        background.append(asyncio.create_task(_take_signals(readies, stop)))
+        kopfs = [
+            asyncio.create_task(_operator(options, registry, settings, stop, ready, seen))
+            for (registry, settings), ready, seen in zip(operators, readies, insights, strict=True)
+        ]
+        served = _served_by(roles, readies, insights)
+        background.append(
+            asyncio.create_task(probe_watches(kube, namespace, watched, served, health))
+        )
         await asyncio.wait(kopfs, return_when=asyncio.FIRST_COMPLETED)
     finally:
         stop.set()
@@ -155,6 +199,36 @@ async def run(options: RunOptions) -> None:
         server.shutdown()
 
 
+async def _until_signal(wait: Coroutine[Any, Any, None]) -> None:
+    """Run ``wait``; SIGTERM/SIGINT end it early (kopf's handlers are not installed yet)."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.create_task(wait)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, task.cancel)
+    try:
+        await task
+    except asyncio.CancelledError:
+        if not task.cancelled():
+            raise
+        raise SystemExit(0) from None
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+
+
+def _served_by(
+    roles: list[str], readies: list[asyncio.Event], insights: list[Insights]
+) -> Callable[[str, str], bool]:
+    """Whether the kopf operator of a watch's role is ready and serves its resource."""
+    by_role = dict(zip(roles, zip(readies, insights, strict=True), strict=True))
+
+    def served(name: str, plural: str) -> bool:
+        ready, seen = by_role[name.split("/", 1)[0]]
+        return ready.is_set() and any(r.plural == plural for r in seen.watched_resources)
+
+    return served
+
+
 def _agent(options: RunOptions, kube: AsyncKube) -> Agent:
     backend = make_backend(options.docker_backend, options.docker_host)
     config = AgentConfig(
@@ -164,8 +238,10 @@ def _agent(options: RunOptions, kube: AsyncKube) -> Agent:
         progress_interval=options.progress_interval,
         backoff_base=options.backoff_base,
         backoff_cap=options.backoff_cap,
+        session_wait_seconds=options.session_wait_seconds,
     )
-    return Agent(config, AttemptExecutor(backend, options.max_concurrent), kube)
+    records = FilePullRecords(options.state_dir)
+    return Agent(config, AttemptExecutor(backend, options.max_concurrent, records), kube)
 
 
 def _controller(
@@ -175,10 +251,13 @@ def _controller(
     ctx = ControllerContext(
         kube=kube,
         index=OperationIndex(),
-        nodes=NodeDirectory(kube, options.lease_namespace),
+        nodes=NodeDirectory(
+            kube, options.lease_namespace, lease_duration=float(options.lease_duration)
+        ),
         node_grace_seconds=options.node_grace_seconds,
         sweep_interval=options.sweep_interval,
         backoff_cap=options.backoff_cap,
+        session_wait_seconds=options.session_wait_seconds,
     )
     registry = _registry()
     imageoperation.register_controller(registry, ctx.index)

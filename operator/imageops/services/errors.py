@@ -53,6 +53,9 @@ SUGGESTIONS: dict[ErrorReason, str] = {
     "socket mount and that dockerd runs.",
     ErrorReason.DISK_FULL: "Free space in the node's Docker data root (docker image prune).",
     ErrorReason.NODE_UNAVAILABLE: "No live agent on the node: check the agent DaemonSet pod.",
+    ErrorReason.SESSION_NOT_FOUND: "Create the ImageSession named in spec.sessionRef in this "
+    "namespace (or fix the name); the operation waits for it up to the agent's "
+    "--session-wait-seconds, then fails.",
     ErrorReason.INVALID_WORKFLOW: "Fix the step graph named in the message.",
     ErrorReason.CANCELLED: "The operation was stopped before it finished.",
     ErrorReason.UNKNOWN: "Unexpected error; see the message and the agent's log.",

@@ -131,6 +131,16 @@ def started_patch(
     return patch
 
 
+def phase_patch(
+    run: RunState, phase: Phase, reason: str, message: str, now: datetime
+) -> dict[str, Any]:
+    """Status of a run that waits (Pending, e.g. for its session) or goes on (Running)."""
+    return {
+        "phase": phase.value,
+        "conditions": _conditions(run, phase, reason, message, now),
+    }
+
+
 def clear_result_fields() -> dict[str, Any]:
     """Merge-patch values that remove the result of an earlier generation."""
     keys = (

@@ -19,6 +19,7 @@ from imageops.services.backend import (
 )
 from imageops.services.errors import OperationError
 from imageops.services.lifecycle import OperationResult
+from imageops.services.pull_grants import PullRecords, authorize_cache_hit
 from imageops.services.reference import ImageRef, default_pull_policy, parse_reference
 
 
@@ -30,6 +31,8 @@ class Attempt:
     auth: RegistryAuth | None
     cancel: CancelToken
     on_progress: ProgressCallback
+    # Who pulled what on this node; None: every cache hit asks the registry.
+    records: PullRecords | None = None
 
 
 def effective_pull_policy(spec: OperationFields) -> PullPolicy:
@@ -99,8 +102,10 @@ def _pull(spec: OperationFields, attempt: Attempt) -> OperationResult:
         _check_expected(spec, served, f"{ref} in the registry")
         return OperationResult(digest=served, dry_run_result=f"would pull {ref} at {served}")
     if effective_pull_policy(spec) == PullPolicy.IF_NOT_PRESENT:
-        cached = _cached(spec, backend.inspect(str(ref)), ref)
-        if cached is not None:
+        info = backend.inspect(str(ref))
+        cached = _cached(spec, info, ref)
+        if cached is not None and info is not None:
+            authorize_cache_hit(backend, attempt.records, ref, info, cached.digest, attempt.auth)
             return cached
     if spec.expected_digest:
         # Ask first: a mismatch then costs one request, not a whole download.
@@ -119,6 +124,9 @@ def _pull(spec: OperationFields, attempt: Attempt) -> OperationResult:
         _check_expected(spec, digest, f"pulled {ref}")
     if not digest:
         raise OperationError(ErrorReason.UNKNOWN, f"pulled {ref} but the daemon reports no digest")
+    if attempt.records is not None:
+        # The registry let these credentials (or anyone) pull it: later cache hits may use it.
+        attempt.records.add(ref.name, pulled.image.image_id, attempt.records.key(attempt.auth))
     return OperationResult(
         digest=digest,
         image_id=pulled.image.image_id,

@@ -197,6 +197,13 @@ def pending_status(prev: WorkflowStatus, meta: RunMeta, message: str) -> Workflo
     return _base(prev, meta, Outcome(Phase.PENDING, REASON_NO_NODE, message))
 
 
+def waiting_status(
+    prev: WorkflowStatus, meta: RunMeta, reason: str, message: str
+) -> WorkflowStatus:
+    """Pending for another reason than a node (SessionNotFound: its session is missing)."""
+    return _base(prev, meta, Outcome(Phase.PENDING, reason, message))
+
+
 def failed_status(prev: WorkflowStatus, meta: RunMeta, reason: str, message: str) -> WorkflowStatus:
     """A run that failed before it could start: InvalidWorkflow (a cycle, for one), or
     DeadlineExceeded while it waited for a node."""

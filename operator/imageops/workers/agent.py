@@ -24,7 +24,6 @@ from imageops.adapters import metrics
 from imageops.adapters.kube import AsyncKube, ObjectRef
 from imageops.models.common import Action, ErrorReason, Phase
 from imageops.models.imageoperation import PLURAL, ImageOperationSpec, ImageOperationStatus
-from imageops.models.imagesession import PLURAL as SESSION_PLURAL
 from imageops.models.imagesession import ImageSessionSpec
 from imageops.services import lifecycle
 from imageops.services.backend import CancelToken, RegistryAuth
@@ -38,6 +37,7 @@ from imageops.services.progress_text import progress_wire
 from imageops.services.reference import is_image_id, parse_reference, registry_allowed
 from imageops.workers.executor import AttemptExecutor, ProgressBuffer
 from imageops.workers.flights import Flights
+from imageops.workers.session_wait import wait_for_session
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +55,10 @@ class AgentConfig:
     # How long the first (Running) status write waits: an operation that finishes
     # sooner (a cache hit, a tag) writes one status instead of two.
     start_grace: float = 0.5
+    # An operation whose sessionRef names no ImageSession waits this long (from its
+    # start) for the session to appear, then fails with SessionNotFound.
+    session_wait_seconds: float = 300.0
+    session_poll_interval: float = 2.0
 
 
 @dataclass
@@ -118,7 +122,7 @@ class Agent:
         try:
             spec = ImageOperationSpec.model_validate(body.get("spec") or {})
         except ValueError as exc:
-            await self._reject(ref, generation, status, exc)
+            await self._reject(ref, generation, status, exc, body.get("spec"))
             return
         resume = status if decision is Decision.RESUME else None
         task = asyncio.create_task(
@@ -159,7 +163,12 @@ class Agent:
         self.executor.shutdown()
 
     async def _reject(
-        self, ref: ObjectRef, generation: int, status: ImageOperationStatus, exc: Exception
+        self,
+        ref: ObjectRef,
+        generation: int,
+        status: ImageOperationStatus,
+        exc: Exception,
+        body_spec: Mapping[str, Any] | None = None,
     ) -> None:
         """A spec the API server accepted but the models do not: fail with the reason."""
         run = RunState(
@@ -167,6 +176,8 @@ class Agent:
         )
         error = OperationError(ErrorReason.INVALID_REFERENCE, f"invalid spec: {exc}")
         await self.kube.patch_status(ref, lifecycle.failed_patch(run, error, _now()))
+        action = str((body_spec or {}).get("action") or "Unknown")
+        metrics.count_finished(action, Phase.FAILED, str(error.reason))
 
     async def _run(
         self,
@@ -185,7 +196,7 @@ class Agent:
         try:
             if resume and resume.next_retry_time:
                 await _sleep_until(resume.next_retry_time)
-            effective = await self._effective(ref, spec)
+            effective = await self._effective(ref, spec, run, start)
             auth = await self._prepare(ref, effective)
             result = await self._attempts(ref, effective, run, auth, start)
         except OperationError as error:
@@ -314,21 +325,43 @@ class Agent:
             self._spawn(self.kube.post_event(ref, "Normal", *start.event))
         return {**first, **make()}
 
-    async def _effective(self, ref: ObjectRef, spec: ImageOperationSpec) -> EffectiveSpec:
+    async def _effective(
+        self, ref: ObjectRef, spec: ImageOperationSpec, run: RunState, start: _Start
+    ) -> EffectiveSpec:
         """The spec with its session's defaults (read at the start of every run)."""
         session = None
         if spec.session_ref is not None:
-            body = await self.kube.call(
-                self.kube.sync.get_custom, ref.namespace, SESSION_PLURAL, spec.session_ref.name
-            )
-            if body is None:
-                # GitOps may apply the session after its operations: run without its defaults.
-                log.info(
-                    "session %s of %s/%s not found", spec.session_ref.name, ref.namespace, ref.name
-                )
-            else:
-                session = ImageSessionSpec.model_validate(body.get("spec") or {})
+            session = await self._session(ref, spec.session_ref.name, run, start)
         return effective_spec(spec, session, self.config.allowed_registries)
+
+    async def _session(
+        self, ref: ObjectRef, name: str, run: RunState, start: _Start
+    ) -> ImageSessionSpec:
+        """The named session; the run waits (Pending, SessionNotFound) while it is missing."""
+
+        async def waiting(message: str) -> None:
+            await self._started(ref, start)
+            reason = str(ErrorReason.SESSION_NOT_FOUND)
+            patch = lifecycle.phase_patch(run, Phase.PENDING, reason, message, _now())
+            await self.kube.patch_status(ref, patch)
+            self._spawn(self.kube.post_event(ref, "Warning", reason, message))
+
+        async def found() -> None:
+            message = f"ImageSession {name} found; running"
+            patch = lifecycle.phase_patch(run, Phase.RUNNING, "Running", message, _now())
+            await self.kube.patch_status(ref, patch)
+
+        config = self.config
+        return await wait_for_session(
+            self.kube,
+            ref,
+            name,
+            run.start_time,
+            config.session_wait_seconds,
+            config.session_poll_interval,
+            waiting,
+            found,
+        )
 
     async def _prepare(self, ref: ObjectRef, effective: EffectiveSpec) -> RegistryAuth | None:
         """Check references and the allowed registries, and resolve credentials."""
@@ -384,7 +417,6 @@ class Agent:
             try:
                 return await self._attempt(ref, spec, effective.timeout_seconds, auth, run, start)
             except OperationError as error:
-                metrics.ERRORS.labels(str(error.reason)).inc()
                 metrics.REGISTRY_ERRORS.labels(_registry_label(spec), str(error.reason)).inc()
                 if not should_retry(error.retryable, run.attempts, effective.backoff_limit):
                     raise
@@ -502,7 +534,8 @@ class Agent:
         await self.kube.patch_status(ref, patch)
         self._spawn(self.kube.post_event(ref, *event))
         action = str(spec.action)
-        metrics.OPERATIONS.labels(action, patch["phase"].lower()).inc()
+        reason = (patch.get("lastError") or {}).get("reason")
+        metrics.count_finished(action, patch["phase"], reason)
         metrics.DURATION.labels(action).observe(patch["durationSeconds"])
 
 

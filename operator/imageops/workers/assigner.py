@@ -59,7 +59,8 @@ class Assigner:
                 continue
             node = (body.get("spec") or {}).get("nodeName")
             if not node:
-                if not await self._assign(body) and _age(body, now) > grace:
+                judge = self.ctx.nodes.can_judge(now)
+                if not await self._assign(body) and judge and _age(body, now) > grace:
                     await self._fail(body, "no node with a live agent matches this operation")
             # An operation cannot have waited longer than it exists: a new agent's Lease
             # may not have been read yet when its first operation arrives.
@@ -100,6 +101,14 @@ class Assigner:
         return min(nodes, key=lambda n: (load[n], n))
 
     async def _fail(self, body: Body, message: str) -> None:
+        # The index may lag: read the operation now and leave it if it finished meanwhile.
+        meta = body["metadata"]
+        fresh = await self.ctx.kube.call(
+            self.ctx.kube.sync.get_custom, meta["namespace"], PLURAL, meta["name"]
+        )
+        if fresh is None or (fresh.get("status") or {}).get("phase") not in ACTIVE:
+            return
+        body = fresh
         status = ImageOperationStatus.model_validate(body.get("status") or {})
         now = datetime.now(UTC)
         run = lifecycle.RunState(
@@ -113,6 +122,8 @@ class Assigner:
         error = OperationError(ErrorReason.NODE_UNAVAILABLE, message)
         ref = ObjectRef.from_body(body, PLURAL)
         if await self.ctx.kube.patch_status(ref, lifecycle.failed_patch(run, error, now)):
+            action = str((body.get("spec") or {}).get("action") or "Unknown")
+            metrics.count_finished(action, Phase.FAILED, str(error.reason))
             await self.ctx.kube.post_event(ref, "Warning", "Failed", f"NodeUnavailable: {message}")
 
 

@@ -24,6 +24,8 @@ class ControllerContext:
     node_grace_seconds: float = 60.0
     sweep_interval: float = 2.0
     backoff_cap: float = 60.0  # the agents' longest retry delay, for overdue operations
+    # How long a Workflow whose sessionRef names no ImageSession waits for it.
+    session_wait_seconds: float = 300.0
 
 
 async def repeat(interval: float, step: Callable[[], Awaitable[None]], what: str) -> None:

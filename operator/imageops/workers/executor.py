@@ -18,13 +18,17 @@ from imageops.services.backend import CancelToken, ImageBackend, RegistryAuth, T
 from imageops.services.errors import OperationError, from_message
 from imageops.services.lifecycle import OperationResult
 from imageops.services.perform import Attempt, perform
+from imageops.services.pull_grants import PullRecords
 
 
 class AttemptExecutor:
     """At most ``limit`` Docker operations at once, each in a worker thread."""
 
-    def __init__(self, backend: ImageBackend, limit: int) -> None:
+    def __init__(
+        self, backend: ImageBackend, limit: int, records: PullRecords | None = None
+    ) -> None:
         self.backend = backend
+        self.records = records
         self.limit = limit
         self.slots = asyncio.Semaphore(limit)
         self.pool = ThreadPoolExecutor(max_workers=limit, thread_name_prefix="docker")
@@ -52,7 +56,7 @@ class AttemptExecutor:
                 on_slot()
             loop = asyncio.get_running_loop()
             timer = loop.call_later(timeout, token.cancel, "timeout")
-            attempt = Attempt(self.backend, auth, token, on_progress)
+            attempt = Attempt(self.backend, auth, token, on_progress, self.records)
             try:
                 return await loop.run_in_executor(self.pool, perform, spec, attempt)
             except OperationError as err:

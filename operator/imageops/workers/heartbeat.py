@@ -22,8 +22,15 @@ def lease_name(node: str) -> str:
     return (LEASE_PREFIX + node)[:253]
 
 
-async def run_heartbeat(kube: AsyncKube, namespace: str, node: str, duration: int) -> None:
-    """Renew the node's Lease every third of its duration, until cancelled."""
+async def run_heartbeat(
+    kube: AsyncKube, namespace: str, node: str, duration: int, retry_interval: float = 1.0
+) -> None:
+    """Renew the node's Lease every third of its duration, until cancelled.
+
+    After a failed renewal (API server or etcd down) it tries again every
+    ``retry_interval`` seconds, so the Lease is renewed as soon as the server is
+    back: the controller gives agents one lease duration after its own recovery.
+    """
     name = lease_name(node)
     labels = {AGENT_LABEL: node[:63]}
     while True:
@@ -31,4 +38,6 @@ async def run_heartbeat(kube: AsyncKube, namespace: str, node: str, duration: in
             await kube.call(kube.sync.renew_lease, namespace, name, node, duration, labels)
         except Exception as exc:
             log.warning("could not renew lease %s/%s: %s", namespace, name, exc)
+            await asyncio.sleep(retry_interval)
+            continue
         await asyncio.sleep(max(duration / 3, 1.0))

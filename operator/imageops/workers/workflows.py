@@ -208,6 +208,8 @@ class WorkflowReconciler:
     ) -> None:
         """Plan the run on its nodes, record the status, then create and delete children."""
         key, meta = run.key, run.meta
+        if not views and await self._session_missing(run, spec):
+            return
         nodes = workflow_status.run_nodes(
             run.prev if run.same_run else None, views, spec.all_nodes
         ) or await self._choose(key[0], spec, meta.session)
@@ -325,6 +327,32 @@ class WorkflowReconciler:
             node = str(child["spec"]["nodeName"])
             self._rejected.setdefault(key, {})[generation, node, str(step)] = why
             self._kick(key)
+
+    async def _session_missing(self, run: _Pass, spec: WorkflowSpec) -> bool:
+        """Fail closed: no step runs while spec.sessionRef names no ImageSession.
+
+        Pending (reason SessionNotFound, with its Event) until the session appears; Failed
+        SessionNotFound once ctx.session_wait_seconds have passed since the run started.
+        """
+        if spec.session_ref is None:
+            return False
+        name, namespace = spec.session_ref.name, run.key[0]
+        found = await self.ctx.kube.call(self.ctx.kube.sync.get_custom, namespace, SESSIONS, name)
+        if found is not None:
+            return False
+        meta, limit = run.meta, self.ctx.session_wait_seconds
+        missing = f"ImageSession {name} not found in namespace {namespace}"
+        reason = str(ErrorReason.SESSION_NOT_FOUND)
+        if (meta.now - meta.start_time).total_seconds() >= limit:
+            status = workflow_status.failed_status(
+                run.prev, meta, reason, f"{missing} (waited {limit:.0f}s)"
+            )
+        else:
+            status = workflow_status.waiting_status(
+                run.prev, meta, reason, f"{missing}; waiting up to {limit:.0f}s for it"
+            )
+        await self._write(run, status)
+        return True
 
     async def _session(
         self, key: Key, uid: str, spec: WorkflowSpec, prev: WorkflowStatus | None

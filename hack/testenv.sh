@@ -37,6 +37,8 @@ source "$REPO/hack/lib/testenv-docker.sh"
 source "$REPO/hack/lib/testenv-registry.sh"
 # shellcheck source=hack/lib/testenv-kube.sh
 source "$REPO/hack/lib/testenv-kube.sh"
+# shellcheck source=hack/lib/testenv-node.sh
+source "$REPO/hack/lib/testenv-node.sh"
 
 declare -A STATE=()
 APISERVER_STARTED=
@@ -94,6 +96,19 @@ write_env() {
       env_line IMAGEOPS_SEED_REF "127.0.0.1:${PORT[registry_open]}/$SEED_REPO:$SEED_TAG"
     fi
     if ok apiserver; then env_line KUBECONFIG "$KUBECONFIG_FILE"; fi
+    if ok apiserver; then
+      # In-cluster clients on hostNetwork pods reach the API server here (no kube-proxy).
+      env_line IMAGEOPS_APISERVER_HOST 127.0.0.1
+      env_line IMAGEOPS_APISERVER_PORT "${PORT[apiserver]}"
+    fi
+    if ok node-docker; then
+      env_line IMAGEOPS_NODE "$NODE_DOCKER"
+      env_line IMAGEOPS_NODE_DOCKER_SOCKET "$DOCKER_SOCK"
+    fi
+    if ok node-containerd; then
+      env_line IMAGEOPS_NODE_CONTAINERD "$NODE_CTRD"
+      env_line IMAGEOPS_NODE_CONTAINERD_ADDRESS "$NODE_CONTAINERD_SOCK"
+    fi
     if ok tools; then
       # shellcheck disable=SC2016 # $PATH must expand when env.sh is sourced
       printf 'case ":$PATH:" in\n  *%q*) ;;\n  *) export PATH=%q"$PATH" ;;\nesac\n' ":$BIN:" "$BIN:"
@@ -115,6 +130,10 @@ summary() {
   row kube-apiserver apiserver "https://127.0.0.1:${PORT[apiserver]}  (kubeconfig $KUBECONFIG_FILE)"
   row tools tools "${TOOLS_DIR:-?} -> $BIN"
   row seed seed "$SEED_IMAGE, 127.0.0.1:${PORT[registry_open]}/$SEED_REPO:$SEED_TAG"
+  row kube-ctrl-mgr controller-manager "https://127.0.0.1:${PORT[kcm]}  (log $DIR/kube-controller-manager.log)"
+  row kube-scheduler scheduler "https://127.0.0.1:${PORT[scheduler]}  (log $DIR/kube-scheduler.log)"
+  row node-docker node-docker "node $NODE_DOCKER: kubelet :${PORT[kubelet_docker]} -> cri-dockerd -> dockerd"
+  row node-ctrd node-containerd "node $NODE_CTRD: kubelet :${PORT[kubelet_ctrd]} -> containerd $NODE_CONTAINERD_SOCK"
   [[ -n "${STATE[selfcheck]:-}" ]] && row selfcheck selfcheck "CRD selectableFields"
   printf '  env:            source %s\n' "$DIR/env.sh"
   for s in "${STATE[@]}"; do [[ "$s" == ok ]] || return 2; done
@@ -134,6 +153,11 @@ cmd_up() {
   part etcd "tools" ensure_etcd
   part apiserver "etcd" ensure_apiserver
   part seed "dockerd registries" ensure_seed
+  part controller-manager "apiserver" ensure_controller_manager
+  part scheduler "apiserver" ensure_scheduler
+  part node-docker "apiserver dockerd controller-manager" ensure_node_docker
+  part node-containerd "apiserver dockerd controller-manager" ensure_node_containerd_kubelet
+  part node-check "node-docker node-containerd" node_selfcheck
   if [[ -n "$APISERVER_STARTED" || "${IMAGEOPS_TESTENV_SELFCHECK:-}" == 1 ]]; then
     part selfcheck "apiserver" kube_selfcheck
   fi
@@ -168,6 +192,8 @@ cmd_down() {
     die "$DIR has no $(basename "$MARKER") marker; refusing to delete it"
   fi
   lock_bed
+  # Node first: it needs dockerd (pod containers) and the API server is harmless.
+  node_down
   svc_stop kube-apiserver
   svc_stop etcd
   svc_stop registry-auth
@@ -177,7 +203,7 @@ cmd_down() {
   unmount_under
   # Only names testenv creates, in case the directory was pointed elsewhere.
   ( cd "$DIR" && rm -rf pids run docker docker-data etcd-data kube kubeconfig env.sh bin \
-      ports.env registry-* seed-rootfs seed.tar seed-push.log ./*.log ./*.tmp )
+      ports.env registry-* seed-rootfs seed.tar seed-push.log ./*.log ./*.tmp node )
   [[ "$RUNDIR" == /run/imageops-* ]] && rm -rf "$RUNDIR"
   rm -f "$MARKER" "$DIR/.lock"
   rmdir "$DIR" 2>/dev/null || true
@@ -189,7 +215,8 @@ cmd_status() {
   load_ports
   [[ -f "$AUTH_FILE" ]] && load_auth
   printf 'test bed %s (id %s)\n' "$DIR" "$ID"
-  for name in dockerd registry-open registry-auth etcd kube-apiserver; do
+  for name in dockerd registry-open registry-auth etcd kube-apiserver kube-controller-manager \
+      kube-scheduler cri-dockerd kubelet-docker node-containerd kubelet-containerd; do
     ready=no
     if pid=$(svc_pid "$name"); then
       case $name in
@@ -198,6 +225,12 @@ cmd_status() {
         registry-auth) registry_auth_ready && ready=yes ;;
         etcd) etcd_ready && ready=yes ;;
         kube-apiserver) apiserver_ready >/dev/null 2>&1 && ready=yes ;;
+        kube-controller-manager) kcm_ready && ready=yes ;;
+        kube-scheduler) scheduler_ready && ready=yes ;;
+        cri-dockerd) cri_dockerd_ready && ready=yes ;;
+        kubelet-docker) kubelet_docker_ready >/dev/null 2>&1 && ready=yes ;;
+        node-containerd) node_containerd_ready >/dev/null 2>&1 && ready=yes ;;
+        kubelet-containerd) kubelet_ctrd_ready >/dev/null 2>&1 && ready=yes ;;
       esac
       printf '  %-15s running pid %-8s ready=%s\n' "$name" "$pid" "$ready"
     else

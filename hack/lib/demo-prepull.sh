@@ -18,8 +18,10 @@ demo_image() {
     head -c "$((DEMO_LAYER_MB * 1024 * 1024))" /dev/urandom >"$ctx/blob$i"
     printf 'COPY blob%s /blob%s\n' "$i" "$i" >>"$ctx/Dockerfile"
   done
-  docker build -q --network host -t "$ref" "$ctx" >/dev/null
-  rm -rf "$ctx"
+  if ! docker build -q --network host -t "$ref" "$ctx" >"$ctx.log" 2>&1; then
+    cat "$ctx.log" >&2; rm -rf "$ctx" "$ctx.log"; return 1
+  fi
+  rm -rf "$ctx" "$ctx.log"
   docker push -q "$ref" >/dev/null
   docker rmi "$ref" >/dev/null
 }

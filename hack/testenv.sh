@@ -2,7 +2,9 @@
 # Test bed of real components on loopback for imageops tests:
 #   dockerd (docker.io, started by hand), two registries (distribution 2.8:
 #   one open, one htpasswd), etcd 3.6 and kube-apiserver 1.35 (built by
-#   hack/build-tools.sh into a per-machine cache outside the repo).
+#   hack/build-tools.sh into a per-machine cache outside the repo), and two
+#   containerd nodes with CRI (Debian's 1.6 and 2.x built from the Go module
+#   proxy; hack/lib/testenv-containerd.sh) plus crictl.
 #
 # Usage: hack/testenv.sh up|down|status
 #   up      start whatever is not running (reuses running parts), seed the
@@ -37,6 +39,8 @@ source "$REPO/hack/lib/testenv-docker.sh"
 source "$REPO/hack/lib/testenv-registry.sh"
 # shellcheck source=hack/lib/testenv-kube.sh
 source "$REPO/hack/lib/testenv-kube.sh"
+# shellcheck source=hack/lib/testenv-containerd.sh
+source "$REPO/hack/lib/testenv-containerd.sh"
 
 declare -A STATE=()
 APISERVER_STARTED=
@@ -94,6 +98,7 @@ write_env() {
       env_line IMAGEOPS_SEED_REF "127.0.0.1:${PORT[registry_open]}/$SEED_REPO:$SEED_TAG"
     fi
     if ok apiserver; then env_line KUBECONFIG "$KUBECONFIG_FILE"; fi
+    containerd_env
     if ok tools; then
       # shellcheck disable=SC2016 # $PATH must expand when env.sh is sourced
       printf 'case ":$PATH:" in\n  *%q*) ;;\n  *) export PATH=%q"$PATH" ;;\nesac\n' ":$BIN:" "$BIN:"
@@ -114,6 +119,8 @@ summary() {
   row etcd etcd "http://127.0.0.1:${PORT[etcd_client]}  peer :${PORT[etcd_peer]}"
   row kube-apiserver apiserver "https://127.0.0.1:${PORT[apiserver]}  (kubeconfig $KUBECONFIG_FILE)"
   row tools tools "${TOOLS_DIR:-?} -> $BIN"
+  row containerd containerd "unix://$CONTAINERD_SOCK  1.6 (log $DIR/containerd.log)"
+  row containerd2 containerd2 "unix://$CONTAINERD2_SOCK  2.x (log $DIR/containerd2.log)"
   row seed seed "$SEED_IMAGE, 127.0.0.1:${PORT[registry_open]}/$SEED_REPO:$SEED_TAG"
   [[ -n "${STATE[selfcheck]:-}" ]] && row selfcheck selfcheck "CRD selectableFields"
   printf '  env:            source %s\n' "$DIR/env.sh"
@@ -134,6 +141,8 @@ cmd_up() {
   part etcd "tools" ensure_etcd
   part apiserver "etcd" ensure_apiserver
   part seed "dockerd registries" ensure_seed
+  part containerd "registries" ensure_containerd
+  part containerd2 "registries tools" ensure_containerd2
   if [[ -n "$APISERVER_STARTED" || "${IMAGEOPS_TESTENV_SELFCHECK:-}" == 1 ]]; then
     part selfcheck "apiserver" kube_selfcheck
   fi
@@ -172,6 +181,7 @@ cmd_down() {
   svc_stop etcd
   svc_stop registry-auth
   svc_stop registry-open
+  containerd_down
   svc_stop dockerd 40
   kill_leftovers
   unmount_under
@@ -189,7 +199,7 @@ cmd_status() {
   load_ports
   [[ -f "$AUTH_FILE" ]] && load_auth
   printf 'test bed %s (id %s)\n' "$DIR" "$ID"
-  for name in dockerd registry-open registry-auth etcd kube-apiserver; do
+  for name in dockerd registry-open registry-auth etcd kube-apiserver containerd containerd2; do
     ready=no
     if pid=$(svc_pid "$name"); then
       case $name in
@@ -198,6 +208,8 @@ cmd_status() {
         registry-auth) registry_auth_ready && ready=yes ;;
         etcd) etcd_ready && ready=yes ;;
         kube-apiserver) apiserver_ready >/dev/null 2>&1 && ready=yes ;;
+        containerd) containerd1_ready && ready=yes ;;
+        containerd2) containerd2_ready && ready=yes ;;
       esac
       printf '  %-15s running pid %-8s ready=%s\n' "$name" "$pid" "$ready"
     else

@@ -169,7 +169,21 @@ class ContainerdBackend:
             except grpc.RpcError as exc:
                 if cancel.cancelled:
                     raise cancelled_error(cancel, "pull") from exc
-                raise rpc_error(exc, f"pull {ref}", self.endpoint) from exc
+                raise self._pull_error(exc, ref) from exc
+
+    def _pull_error(self, exc: grpc.RpcError, ref: str) -> OperationError:
+        """A broken connection to a runtime that still answers is the link, not the runtime."""
+        error = rpc_error(exc, f"pull {ref}", self.endpoint)
+        if error.reason is not ErrorReason.DAEMON_UNAVAILABLE:
+            return error
+        try:
+            self.ping()
+        except OperationError as down:
+            return down
+        return OperationError(
+            ErrorReason.NETWORK,
+            f"pull {ref}: the connection to the runtime at {self.endpoint} broke: {error.message}",
+        )
 
     def _store(self) -> ContentStore:
         return ContentStore(self._conn, self._timeout)
@@ -306,9 +320,10 @@ def _empty() -> Any:
 def _auth(auth: RegistryAuth | None) -> api_pb2.AuthConfig | None:
     if auth is None:
         return None
-    return api_pb2.AuthConfig(
-        username=auth.username, password=auth.password, server_address=auth.registry
-    )
+    # No server_address: containerd parses it as a URL and silently drops the
+    # credentials when its host differs from the one it dials (docker.io is
+    # dialled as registry-1.docker.io). The agent sends only the image's registry's.
+    return api_pb2.AuthConfig(username=auth.username, password=auth.password)
 
 
 def _repo_digest(info: ImageInfo, ref: ImageRef) -> str | None:

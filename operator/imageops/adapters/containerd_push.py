@@ -153,19 +153,24 @@ class _Push:
         if self.store.has(digest):
             self.session.upload(location, digest, size, self._counted(self.store.chunks(digest)))
             return
-        errors = []
+        errors: list[OperationError] = []
         for source in self.sources:
             try:
                 chunks = source.blob_chunks(digest)
                 first = next(chunks, b"")
             except OperationError as err:
-                errors.append(f"{source.ref.registry}/{source.ref.repository}: {err.message}")
+                where = f"{source.ref.registry}/{source.ref.repository}"
+                errors.append(OperationError(err.reason, f"{where}: {err.message}"))
                 continue
             self.session.upload(location, digest, size, self._counted(_chain(first, chunks)))
             return
-        where = "; ".join(errors) or "no registry name of this image to fetch it from"
+        where = (
+            "; ".join(e.message for e in errors) or "no registry name of this image to fetch from"
+        )
+        # A source that is down may come back (retryable); one without the blob will not.
+        retryable = [e.reason for e in errors if e.retryable]
         raise OperationError(
-            ErrorReason.NOT_FOUND,
+            retryable[0] if retryable else ErrorReason.NOT_FOUND,
             f"layer {digest} is not in containerd's content store (discarded after unpacking: "
             f"discard_unpacked_layers) and could not be fetched from the image's source "
             f"registry: {where}",
@@ -212,11 +217,9 @@ def push_image(
 ) -> PushResult:
     """Push the image whose record target is ``target`` as ``ref``."""
     session = RegistrySession(registry, ref, auth, cancel)
-    source_sessions = [
-        RegistrySession(registry, s, auth, cancel)
-        for s in sources
-        if (s.registry, s.repository) != (ref.registry, ref.repository)
-    ]
+    repositories = {(s.registry, s.repository): s for s in sources}
+    repositories.pop((ref.registry, ref.repository), None)
+    source_sessions = [RegistrySession(registry, s, auth, cancel) for s in repositories.values()]
     push = _Push(store, session, source_sessions, on_progress, cancel)
     desc = {"mediaType": target.media_type, "digest": target.digest, "size": target.size}
     try:

@@ -8,6 +8,7 @@ containerd, its own Images, Content and Version services, which need the
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import grpc
@@ -32,6 +33,11 @@ _CODE_REASONS: dict[grpc.StatusCode, ErrorReason] = {
     grpc.StatusCode.UNIMPLEMENTED: ErrorReason.UNSUPPORTED,
     grpc.StatusCode.CANCELLED: ErrorReason.CANCELLED,
 }
+
+
+_AUTH_CAUSE = re.compile(
+    r"authorization failed|no basic auth credentials|401 unauthorized", re.IGNORECASE
+)
 
 
 def endpoint_target(endpoint: str) -> str:
@@ -86,6 +92,11 @@ def rpc_error(exc: grpc.RpcError, what: str, endpoint: str) -> OperationError:
         return OperationError(
             ErrorReason.DAEMON_UNAVAILABLE, f"no answer from the runtime at {endpoint}: {message}"
         )
+    # containerd 2.x words a missing or refused login like dockerd's NotFound
+    # ("pull access denied, ... may require authorization") but then names the
+    # cause: the registry asked for credentials it did not get or accept.
+    if _AUTH_CAUSE.search(details):
+        return OperationError(ErrorReason.AUTH_FAILED, message)
     reason = classify_message(details)
     if reason is ErrorReason.UNKNOWN or code in (
         grpc.StatusCode.UNIMPLEMENTED,

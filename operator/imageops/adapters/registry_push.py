@@ -49,7 +49,7 @@ class RegistrySession:
         self._authorization: str | None = None
         self._conn: http.client.HTTPConnection | None = None
         self._scheme = ""
-        self._probing: http.client.HTTPConnection | None = None
+        self._probing: socket.socket | None = None
         cancel.on_cancel(self.close)
 
     @property
@@ -62,32 +62,50 @@ class RegistrySession:
             return self._conn
         error: Exception | None = None
         for scheme in self._client.schemes(self.ref.registry):
+            if self._cancel.cancelled:
+                # close() ran already: a connection made now would never be shut.
+                raise self._network_error(ConnectionAbortedError("cancelled"))
             conn: http.client.HTTPConnection
             if scheme == "https":
-                conn = http.client.HTTPSConnection(
-                    self._host, timeout=self._timeout, context=ssl.create_default_context()
-                )
+                conn = http.client.HTTPSConnection(self._host, timeout=self._timeout)
             else:
                 conn = http.client.HTTPConnection(self._host, timeout=self._timeout)
-            self._probing = conn
             try:
-                if self._cancel.cancelled:
-                    raise ConnectionAbortedError("cancelled")
-                conn.connect()
+                conn.sock = self._open_socket(conn, scheme)
                 if scheme == "https":
                     # A plain-HTTP registry fails here, not at connect: probe once.
                     conn.request("GET", "/v2/")
                     conn.getresponse().read()
             except ssl.SSLError as exc:
                 conn.close()
+                if self._cancel.cancelled:
+                    raise self._network_error(exc) from exc
                 error = exc
                 continue
             except OSError as exc:
                 conn.close()
                 raise self._network_error(exc) from exc
             self._conn, self._scheme = conn, scheme
+            if self._cancel.cancelled:
+                self.close()
+                raise self._network_error(ConnectionAbortedError("cancelled"))
             return conn
         raise OperationError(ErrorReason.NETWORK, f"{self._host}: tls: {error}")
+
+    def _open_socket(self, conn: http.client.HTTPConnection, scheme: str) -> socket.socket:
+        """Connect (and for https shake hands) on a socket close() can shut at any point.
+
+        The TLS layer takes over the socket's file descriptor, so a duplicate
+        of it is kept: shutting the duplicate wakes a stalled handshake too.
+        """
+        raw = socket.create_connection((conn.host, conn.port), timeout=self._timeout)
+        self._probing = raw.dup()
+        if self._cancel.cancelled:
+            raw.close()
+            raise ConnectionAbortedError("cancelled")
+        if scheme != "https":
+            return raw
+        return ssl.create_default_context().wrap_socket(raw, server_hostname=conn.host)
 
     def _network_error(self, exc: BaseException) -> OperationError:
         if self._cancel.cancelled:
@@ -216,13 +234,15 @@ class RegistrySession:
         """Shut the connection (wakes a thread blocked on it)."""
         conn, self._conn = self._conn, None
         probing, self._probing = self._probing, None
-        for each in (conn, probing):
-            sock: Any = getattr(each, "sock", None)
+        sock: Any = getattr(conn, "sock", None)
+        for each in (sock, probing):
             with contextlib.suppress(OSError):
-                if sock is not None:
-                    sock.shutdown(socket.SHUT_RDWR)
-            if each is not None:
-                each.close()
+                if each is not None:
+                    each.shutdown(socket.SHUT_RDWR)
+        if probing is not None:
+            probing.close()
+        if conn is not None:
+            conn.close()
 
 
 def _raise(error: OperationError) -> bytes:

@@ -7,12 +7,15 @@
 # hack/tools/helm (helm pins other k8s.io library versions than kube-apiserver),
 # and links them into a bin directory. The helm cache directory also gets the
 # ServiceMonitor CRD of prometheus-operator (a Go module too), for chart tests.
+# containerd 2.x, its runc shim, ctr and crictl come from hack/tools/containerd
+# and are linked as containerd2, containerd2-shim-runc-v2, ctr2 and crictl.
 #
 # Cache: the binaries live OUTSIDE the repo, in
 #   ${IMAGEOPS_TOOLS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/imageops/tools}/<key>/
 #   ${IMAGEOPS_TOOLS_CACHE:-...}/helm-<helm key>/
 #   ${IMAGEOPS_TOOLS_CACHE:-...}/node-<node key>/     (kubelet, pause: patched)
 #   ${IMAGEOPS_TOOLS_CACHE:-...}/cri-dockerd-<key>/   (patched)
+#   ${IMAGEOPS_TOOLS_CACHE:-...}/containerd-<containerd key>/
 # where <key> hashes hack/tools/go.mod + go.sum + the build recipe below (the
 # helm key likewise for hack/tools/helm), so every clone on a machine shares one
 # build and a bump of the pins rebuilds only what changed.
@@ -31,6 +34,11 @@ set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
 TOOLS_MOD="$REPO/hack/tools"
 HELM_MOD="$REPO/hack/tools/helm"
+# containerd 2.x (+ its runc shim and ctr) and crictl for the bed's containerd
+# nodes: a module and cache key of their own, so pinning them never rebuilds
+# the Kubernetes binaries.
+CONTAINERD_MOD="$REPO/hack/tools/containerd"
+CONTAINERD_RECIPE_VERSION=1
 # Bump when the build command/flags change so caches keyed on go.mod refresh.
 RECIPE_VERSION=2
 # Toolchain fetched when no usable Go (>= 1.21, which can self-upgrade to the
@@ -93,6 +101,22 @@ helm_cache_key() {
 cache_key() {
   { cat "$TOOLS_MOD/go.mod" "$TOOLS_MOD/go.sum"
     printf 'recipe=%s ldflags=%s arch=%s\n' "$RECIPE_VERSION" "$(k8s_ldflags)" "$(uname -m)"
+  } | sha256sum | cut -c1-16
+}
+
+# containerd and crictl report "+unknown"/"unknown" without these.
+containerd_ldflags() {
+  local cv tv
+  cv=$(pinned_version github.com/containerd/containerd/v2 "$CONTAINERD_MOD")
+  tv=$(pinned_version sigs.k8s.io/cri-tools "$CONTAINERD_MOD")
+  [[ -n "$cv" && -n "$tv" ]] || die "containerd/v2 or cri-tools not pinned in $CONTAINERD_MOD/go.mod"
+  printf '%s' "-s -w -X github.com/containerd/containerd/v2/version.Version=$cv" \
+    " -X sigs.k8s.io/cri-tools/pkg/version.Version=${tv#v}"
+}
+
+containerd_cache_key() {
+  { cat "$CONTAINERD_MOD/go.mod" "$CONTAINERD_MOD/go.sum"
+    printf 'recipe=%s ldflags=%s arch=%s\n' "$CONTAINERD_RECIPE_VERSION" "$(containerd_ldflags)" "$(uname -m)"
   } | sha256sum | cut -c1-16
 }
 
@@ -275,6 +299,20 @@ build_cri_dockerd_into() {
   rm -rf "$src"
 }
 
+build_containerd_into() {
+  local out="$1" gobin="$2" m=github.com/containerd/containerd/v2/cmd
+  log "building containerd $(pinned_version github.com/containerd/containerd/v2 "$CONTAINERD_MOD")," \
+    "crictl $(pinned_version sigs.k8s.io/cri-tools "$CONTAINERD_MOD") with $("$gobin" version) (log: $out.log)"
+  # no_btrfs: the btrfs snapshotter needs cgo and btrfs headers; the bed uses overlayfs.
+  if ! (cd "$CONTAINERD_MOD" && CGO_ENABLED=0 GOTOOLCHAIN="${GOTOOLCHAIN:-auto}" GOFLAGS=-buildvcs=false \
+        "$gobin" build -tags no_btrfs -ldflags "$(containerd_ldflags)" -o "$out/" \
+        "$m/containerd" "$m/containerd-shim-runc-v2" "$m/ctr" sigs.k8s.io/cri-tools/cmd/crictl \
+        >"$out.log" 2>&1); then
+    tail -n 30 "$out.log" >&2
+    die "go build of containerd/crictl failed (full log: $out.log)"
+  fi
+}
+
 all_executable() { # DIR NAME...
   local d=$1 b
   shift
@@ -309,16 +347,18 @@ cached_build() {
 main() {
   local bin_dir="${1:-${IMAGEOPS_TESTENV_DIR:-$REPO/.testenv}/bin}"
   local root="${IMAGEOPS_TOOLS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/imageops/tools}"
-  local dir helm_dir node_dir crid_dir b
+  local dir helm_dir node_dir crid_dir ctd_dir b
   dir="$root/$(cache_key)"
   helm_dir="$root/helm-$(helm_cache_key)"
   node_dir="$root/node-$(node_cache_key)"
   crid_dir="$root/cri-dockerd-$(cri_dockerd_cache_key)"
+  ctd_dir="$root/containerd-$(containerd_cache_key)"
   mkdir -p "$root"
   cached_build "$root" "$dir" build_into kube-apiserver kubectl etcd kube-controller-manager kube-scheduler
   cached_build "$root" "$helm_dir" build_helm_into helm
   cached_build "$root" "$node_dir" build_node_into kubelet pause
   cached_build "$root" "$crid_dir" build_cri_dockerd_into cri-dockerd
+  cached_build "$root" "$ctd_dir" build_containerd_into containerd containerd-shim-runc-v2 ctr crictl
   [[ -f "$helm_dir/monitoring.coreos.com_servicemonitors.yaml" ]] \
     || die "missing the ServiceMonitor CRD in $helm_dir"
   mkdir -p "$bin_dir"
@@ -328,6 +368,11 @@ main() {
   for b in kubelet pause; do ln -sfn "$node_dir/$b" "$bin_dir/$b"; done
   ln -sfn "$crid_dir/cri-dockerd" "$bin_dir/cri-dockerd"
   ln -sfn "$helm_dir/helm" "$bin_dir/helm"
+  # Suffixed names: Debian's containerd 1.6 and ctr stay what PATH finds first.
+  ln -sfn "$ctd_dir/containerd" "$bin_dir/containerd2"
+  ln -sfn "$ctd_dir/containerd-shim-runc-v2" "$bin_dir/containerd2-shim-runc-v2"
+  ln -sfn "$ctd_dir/ctr" "$bin_dir/ctr2"
+  ln -sfn "$ctd_dir/crictl" "$bin_dir/crictl"
   echo "$dir"
 }
 

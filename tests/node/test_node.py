@@ -96,8 +96,11 @@ def test_pods_ready_through_probes_node_name_from_downward_api(release: Release)
     ).stdout.strip()
     assert seen == release.node
     # The agent's heartbeat Lease carries the node name it read.
-    lease = get("lease", f"imageops-agent-{release.node}", release.namespace)
-    assert lease is not None, "the agent pod has no heartbeat Lease for its node"
+    wait_until(
+        lambda: get("lease", f"imageops-agent-{release.node}", release.namespace),
+        30,
+        "the agent pod's heartbeat Lease for its node",
+    )
     assert release.figures["helm_install_to_ready_s"] > 0
 
 

@@ -27,13 +27,30 @@ _CLI_LINE_RE = re.compile(r"^(?P<id>[a-f0-9]{12}): (?P<status>.+)$")
 
 # Only items with these statuses describe a layer: "v1: Pulling from x" carries
 # the tag as its id, and a tag may look like a layer id.
-_LAYER_STATUSES = ("Pulling fs layer", "Waiting", "Downloading", "Verifying Checksum",
-                   "Download complete", "Extracting", "Pull complete", "Already exists",
-                   "Preparing", "Pushing", "Pushed", "Layer already exists", "Mounted from",
-                   "Retrying in")
+_LAYER_STATUSES = (
+    "Pulling fs layer",
+    "Waiting",
+    "Downloading",
+    "Verifying Checksum",
+    "Download complete",
+    "Extracting",
+    "Pull complete",
+    "Already exists",
+    "Preparing",
+    "Pushing",
+    "Pushed",
+    "Layer already exists",
+    "Mounted from",
+    "Retrying in",
+)
 # Statuses after which a layer needs nothing more.
-_DONE_STATUSES = ("Pull complete", "Already exists", "Pushed", "Layer already exists",
-                  "Mounted from")
+_DONE_STATUSES = (
+    "Pull complete",
+    "Already exists",
+    "Pushed",
+    "Layer already exists",
+    "Mounted from",
+)
 # Statuses after which every byte of the layer has been transferred.
 _TRANSFERRED_STATUSES = ("Download complete", "Verifying Checksum", *_DONE_STATUSES)
 # Statuses whose progressDetail counts transferred bytes (Extracting counts

@@ -69,6 +69,8 @@ class ErrorReason(StrEnum):
     NODE_UNAVAILABLE = "NodeUnavailable"
     INVALID_WORKFLOW = "InvalidWorkflow"
     CANCELLED = "Cancelled"
+    # The node's runtime cannot do this action at all (Tag/Push on a CRI-only runtime).
+    UNSUPPORTED = "Unsupported"
     UNKNOWN = "Unknown"
 
 

@@ -34,8 +34,9 @@ chart-crds: ## copy crds/*.yaml into charts/imageops/files/crds (a test fails on
 	rm -f charts/imageops/files/crds/*.yaml
 	cp crds/*.yaml charts/imageops/files/crds/
 
-image: ## build the operator image (IMAGE=name:tag)
-	docker build -t $(or $(IMAGE),imageops:dev) .
+image: ## build the operator image (IMAGE=name:tag, BASE_IMAGE=..., DOCKER_GID=...)
+	docker build $(if $(BASE_IMAGE),--build-arg BASE_IMAGE=$(BASE_IMAGE)) \
+	  $(if $(DOCKER_GID),--build-arg DOCKER_GID=$(DOCKER_GID)) -t $(or $(IMAGE),imageops:dev) .
 
 kind-up: ## kind cluster + image + chart (needs internet access)
 	bash hack/kind-up.sh

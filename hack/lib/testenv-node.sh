@@ -310,7 +310,22 @@ node_ready_wait() { # NODE: until the Ready condition is True
   return 1
 }
 
+# kubelet's device manager empties the fixed /var/lib/kubelet/device-plugins
+# when it starts: two beds' kubelets on one machine would break each other.
+no_other_kubelet() {
+  local p cmd
+  for p in /proc/[0-9]*; do
+    cmd=$(tr '\0' ' ' 2>/dev/null <"$p/cmdline") || continue
+    if [[ "$cmd" == */kubelet\ --config* && "$cmd" != *"$DIR/"* ]]; then
+      log "another kubelet runs on this machine (pid ${p#/proc/}: ${cmd:0:100});" \
+        "one bed with a node per machine at a time (/var/lib/kubelet/device-plugins is shared)"
+      return 1
+    fi
+  done
+}
+
 ensure_node_docker() {
+  no_other_kubelet || return 1
   record_host_state
   ensure_cri_dockerd || return 1
   start_kubelet kubelet-docker docker "$NODE_DOCKER" "${PORT[kubelet_docker]}" \
@@ -319,6 +334,7 @@ ensure_node_docker() {
 }
 
 ensure_node_containerd_kubelet() {
+  no_other_kubelet || return 1
   record_host_state
   ensure_pause_docker && ensure_pause_containerd || return 1
   start_kubelet kubelet-containerd containerd "$NODE_CTRD" "${PORT[kubelet_ctrd]}" \

@@ -30,6 +30,7 @@ from tests.e2e.chart_helpers import (
     render,
 )
 from tests.e2e.conftest import missing
+from tests.e2e.harness import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -134,8 +135,11 @@ def _install_servicemonitor_crd() -> None:
         missing(f"{crd} is missing: re-run hack/build-tools.sh (make testenv-up)")
     kubectl("apply", "--server-side", "--force-conflicts", "--field-manager=imageops-e2e",
             "-f", str(crd))
-    kubectl("wait", "--for=condition=Established", "--timeout=30s",
-            "crd/servicemonitors.monitoring.coreos.com")
+    # Right after the apply the CRD may have no status yet, and kubectl wait then fails
+    # at once ("<nil> is of the type <nil>") instead of waiting: retry until it waits.
+    wait_until(lambda: kubectl("wait", "--for=condition=Established", "--timeout=30s",
+                               "crd/servicemonitors.monitoring.coreos.com",
+                               check=False).returncode == 0, 60, "the ServiceMonitor CRD")
 
 
 def _default_service_account(namespace: str) -> None:

@@ -33,7 +33,7 @@ NODE_SYSCTLS=(vm.overcommit_memory vm.panic_on_oom kernel.panic kernel.panic_on_
   kernel.keys.root_maxkeys kernel.keys.root_maxbytes net.ipv4.ip_forward)
 # Paths kubelet and CNI use whatever their configuration says.
 NODE_FIXED_PATHS=(/var/lib/kubelet /var/log/containers /var/log/pods /var/lib/cni /run/netns)
-# Recorded too, but only emptied directories are removed (see kill_node_shims).
+# Recorded too, but only emptied directories are removed (clean_containerd_run_dir).
 NODE_SHARED_PATHS=(/run/containerd)
 CNI_BIN=/usr/lib/cni
 

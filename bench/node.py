@@ -28,7 +28,7 @@ NODE_COMPONENTS = (
     "kubelet-docker",
     "cri-dockerd",
     "kubelet-containerd",
-    "node-containerd",
+    "containerd",
 )
 
 

@@ -143,7 +143,7 @@ def _install_servicemonitor_crd() -> None:
 
 
 def _default_service_account(namespace: str) -> None:
-    # kube-controller-manager makes "default" in every namespace; the bed runs none, and
+    # kube-controller-manager makes "default" in every namespace, but maybe not yet, and
     # the ServiceAccount admission plugin rejects the helm test pod without it.
     kubectl("create", "serviceaccount", "default", "-n", namespace, check=False)
 
@@ -208,8 +208,9 @@ def test_workloads_follow_the_values(namespace: str) -> None:
 
 
 def test_install_upgrade_uninstall(namespace: str) -> None:
-    """A real ``helm install``, ``upgrade`` and ``uninstall`` (the bed runs no kubelet,
-    so pods never start; the objects and Helm's bookkeeping are real)."""
+    """A real ``helm install``, ``upgrade`` and ``uninstall`` (the default image is not on
+    the bed's nodes, so its pods never run: tests/node runs them; the objects and Helm's
+    bookkeeping are real)."""
     release = release_name()
     # The session's CRDs are not Helm's: a release must not adopt them (crds.install=false).
     out = helm("install", release, str(CHART), "-n", namespace, "--set", "crds.install=false")

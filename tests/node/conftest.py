@@ -13,7 +13,6 @@ processes watch every namespace and would act on these namespaces too.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import time
 import uuid
@@ -161,6 +160,7 @@ def release(
     kube: client.ApiClient,  # noqa: F811
     node_env: dict[str, str],
     operator_image: str,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Release]:
     """``helm install --wait`` of the chart on the real node; uninstalled at the end."""
     _API.append(kube)
@@ -204,16 +204,14 @@ def release(
         print(f"\nnode figures: {json.dumps(rel.figures)}")
         yield rel
     finally:
-        _dump_logs(rel)
+        _dump_logs(rel, tmp_path_factory.mktemp("node-logs"))
         helm("uninstall", name, "-n", namespace, "--wait", "--timeout", "120s", check=False)
         for ns in (namespace, *work):
             kubectl("delete", "namespace", ns, "--wait=false", check=False)
 
 
-def _dump_logs(rel: Release) -> None:
-    """Keep the pods' logs next to pytest's output, for a failed run's post-mortem."""
-    out = Path(os.environ.get("IMAGEOPS_NODE_LOG_DIR", "/tmp")) / f"imageops-node-{rel.name}"
-    out.mkdir(parents=True, exist_ok=True)
+def _dump_logs(rel: Release, out: Path) -> None:
+    """Keep the pods' logs in pytest's temporary directory, for a failed run's post-mortem."""
     for component in ("agent", "controller"):
         for pod in rel.pods(component):
             name = pod_name(pod)

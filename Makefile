@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export PYTHONPATH := $(CURDIR)/operator
 
-.PHONY: help venv lint crds chart-crds image kind-up test test-unit demo bench testenv-up testenv-down clean
+.PHONY: help venv lint grpc crds chart-crds image kind-up test test-unit demo bench testenv-up testenv-down clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -27,12 +27,16 @@ crds: venv ## regenerate crds/ and the chart's copy from the models
 	$(VENV)/bin/imageops crds --output crds
 	$(MAKE) chart-crds
 
+grpc: venv ## regenerate the CRI/containerd gRPC stubs from the pinned Go modules' protos
+	$(PY) hack/gen_grpc.py
+
 chart-crds: ## copy crds/*.yaml into charts/imageops/files/crds (a test fails on drift)
 	rm -f charts/imageops/files/crds/*.yaml
 	cp crds/*.yaml charts/imageops/files/crds/
 
-image: ## build the operator image (IMAGE=name:tag)
-	docker build -t $(or $(IMAGE),imageops:dev) .
+image: ## build the operator image (IMAGE=name:tag, BASE_IMAGE=..., DOCKER_GID=...)
+	docker build $(if $(BASE_IMAGE),--build-arg BASE_IMAGE=$(BASE_IMAGE)) \
+	  $(if $(DOCKER_GID),--build-arg DOCKER_GID=$(DOCKER_GID)) -t $(or $(IMAGE),imageops:dev) .
 
 kind-up: ## kind cluster + image + chart (needs internet access)
 	bash hack/kind-up.sh

@@ -14,7 +14,7 @@ from typing import Any
 
 from tests.testbed import Testbed
 
-from bench import fanout, overhead, plots, report, throughput, workflows
+from bench import fanout, node, overhead, plots, report, throughput, workflows
 from bench.common import Settings, commit_info, log, machine_info
 from bench.context import MAIN_NODE, Context
 from bench.images import RegistryLog
@@ -85,6 +85,8 @@ def run(settings: Settings, run_id: str) -> tuple[dict[str, Any], dict[str, str]
                 ctx.operator = None
         _section(ctx, "p4", lambda: throughput.p4_throughput(ctx, log_dir), errors)
         _section(ctx, "p5", lambda: fanout.p5_fanout(ctx, log_dir), errors)
+        # Last: the chart's own controller and agents, on the bed's real node.
+        _section(ctx, "node", lambda: node.p6_node(ctx), errors)
     finally:
         if os.environ.get("BENCH_KEEP_OBJECTS") == "1":
             log(f"keeping namespace {kube.namespace} and its objects (BENCH_KEEP_OBJECTS=1)")

@@ -113,7 +113,7 @@ def render(results: dict[str, Any]) -> str:
     lines += ["## Targets", "", "| target | figure | goal | status |", "|---|---|---|---|"]
     lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in targets(results)]
     lines.append("")
-    for section in (_p1, _p2, _p3, _p4, _p5, _workflows, _profile):
+    for section in (_p1, _p2, _p3, _p4, _p5, _workflows, _node, _profile):
         lines += section(results)
     for name, error in meta.get("errors", {}).items():
         lines += [f"## {name}: FAILED", "", "```", error.strip()[-3000:], "```", ""]
@@ -345,6 +345,37 @@ def _workflows(results: dict[str, Any]) -> list[str]:
         lines += [f"| Workflow | {_s(wf['operator'])} |", f"| ratio | {wf['ratio']:.2f}x |"]
     if wf["failures"]:
         lines += ["", "Failed runs: " + "; ".join(wf["failures"])]
+    return [*lines, ""]
+
+
+def _node(results: dict[str, Any]) -> list[str]:
+    node = results.get("node")
+    if node is None:
+        return []
+    lines = [
+        "## Node: the chart on the bed's kubelet",
+        "",
+        "`helm install --wait` of the chart (image built locally, hostNetwork, API-server "
+        "override) until the agent DaemonSet and the controller Deployment are Ready through "
+        "their probes; then, per run, two fresh 50 MB images of 10 layers (random data): one "
+        "pre-pulled onto node 127.0.0.1 by an ImageOperation, then a Pod with "
+        "`imagePullPolicy: Never`; the other a Pod whose kubelet pulls it (`IfNotPresent`). "
+        "Pod start: create → phase Running. Median [min, max].",
+        "",
+        "| | median [min, max] |",
+        "|---|---|",
+        f"| helm install → both pods Ready | {_s(node['helm_install_ready'])} |",
+        f"| Pod start, image pre-pulled by imageops | {_s(node['pod_start_prepulled'])} |",
+        f"| Pod start, the kubelet pulls the image | {_s(node['pod_start_kubelet_pull'])} |",
+        f"| the pre-pull itself (ahead of time) | {_s(node['prepull_operation'])} |",
+        f"| Pod start speed-up | {node['pod_start_speedup']:.2f}x |",
+        "",
+        "Resident memory (VmRSS, MB) at the end of the section:",
+        "",
+        "| process | MB |",
+        "|---|---|",
+    ]
+    lines += [f"| {k} | {v} |" for k, v in node["rss_mb"].items()]
     return [*lines, ""]
 
 

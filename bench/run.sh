@@ -12,7 +12,7 @@
 #   BENCH_P4_OPS=500       Tag operations at once (P4)
 #   BENCH_P5_AGENTS=20     agent processes (P5)
 #   BENCH_P5_OPS=200       operations spread over them (P5)
-#   BENCH_ONLY=p1,p4       run only these sections (p1 p2 p3 p4 p5 workflows);
+#   BENCH_ONLY=p1,p4       run only these sections (p1 p2 p3 p4 p5 workflows node);
 #                          a partial run writes to bench/out/ unless BENCH_OUT is set
 #   BENCH_SIZES=5MB-1layer P1 image sizes (5MB-1layer,50MB-10layers,200MB-1layer)
 #   BENCH_PROFILE=1        py-spy profiles (pip install py-spy): 200 extra cache hits

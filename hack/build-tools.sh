@@ -1,14 +1,22 @@
 #!/usr/bin/env bash
-# Builds the Kubernetes test-bed binaries (kube-apiserver, kubectl, etcd) from
-# the pinned Go module in hack/tools, and helm from its own module in
+# Builds the Kubernetes test-bed binaries (kube-apiserver, kubectl, etcd,
+# kube-controller-manager, kube-scheduler) from the pinned Go module in
+# hack/tools, a patched kubelet from a copy of the same module, cri-dockerd
+# (patched, from a copy of its module on the Go module proxy), a tiny static
+# pause binary, and helm from its own module in
 # hack/tools/helm (helm pins other k8s.io library versions than kube-apiserver),
 # and links them into a bin directory. The helm cache directory also gets the
 # ServiceMonitor and PrometheusRule CRDs of prometheus-operator (a Go module too),
 # for chart tests.
+# containerd 2.x, its runc shim, ctr and crictl come from hack/tools/containerd
+# and are linked as containerd2, containerd2-shim-runc-v2, ctr2 and crictl.
 #
 # Cache: the binaries live OUTSIDE the repo, in
 #   ${IMAGEOPS_TOOLS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/imageops/tools}/<key>/
 #   ${IMAGEOPS_TOOLS_CACHE:-...}/helm-<helm key>/
+#   ${IMAGEOPS_TOOLS_CACHE:-...}/node-<node key>/     (kubelet, pause: patched)
+#   ${IMAGEOPS_TOOLS_CACHE:-...}/cri-dockerd-<key>/   (patched)
+#   ${IMAGEOPS_TOOLS_CACHE:-...}/containerd-<containerd key>/
 # where <key> hashes hack/tools/go.mod + go.sum + the build recipe below (the
 # helm key likewise for hack/tools/helm), so every clone on a machine shares one
 # build and a bump of the pins rebuilds only what changed.
@@ -30,6 +38,11 @@ HELM_MOD="$REPO/hack/tools/helm"
 # imageops-health: kstatus, Flux's ssa WaitForSet and Argo CD's Lua health
 # runner on live objects (tests/e2e/test_gitops.py); its own module and key.
 HEALTH_MOD="$REPO/hack/tools/health"
+# containerd 2.x (+ its runc shim and ctr) and crictl for the bed's containerd
+# nodes: a module and cache key of their own, so pinning them never rebuilds
+# the Kubernetes binaries.
+CONTAINERD_MOD="$REPO/hack/tools/containerd"
+CONTAINERD_RECIPE_VERSION=1
 # Bump when the build command/flags change so caches keyed on go.mod refresh.
 RECIPE_VERSION=2
 # Toolchain fetched when no usable Go (>= 1.21, which can self-upgrade to the
@@ -41,6 +54,9 @@ BOOTSTRAP_GO=go1.25.0
 PROM_OPERATOR_VERSION=v0.85.0
 # The CRDs taken from it (tests/e2e/test_chart.py, tests/e2e/test_monitoring.py).
 PROM_CRDS=(servicemonitors prometheusrules)
+# cri-dockerd drives the bed's dockerd as the CRI of the node 127.0.0.1.
+CRI_DOCKERD_VERSION=v0.4.3
+NODE_RECIPE_VERSION=1
 
 log() { printf 'build-tools: %s\n' "$*" >&2; }
 die() { printf 'build-tools: ERROR: %s\n' "$*" >&2; exit 1; }
@@ -100,6 +116,22 @@ cache_key() {
   } | sha256sum | cut -c1-16
 }
 
+# containerd and crictl report "+unknown"/"unknown" without these.
+containerd_ldflags() {
+  local cv tv
+  cv=$(pinned_version github.com/containerd/containerd/v2 "$CONTAINERD_MOD")
+  tv=$(pinned_version sigs.k8s.io/cri-tools "$CONTAINERD_MOD")
+  [[ -n "$cv" && -n "$tv" ]] || die "containerd/v2 or cri-tools not pinned in $CONTAINERD_MOD/go.mod"
+  printf '%s' "-s -w -X github.com/containerd/containerd/v2/version.Version=$cv" \
+    " -X sigs.k8s.io/cri-tools/pkg/version.Version=${tv#v}"
+}
+
+containerd_cache_key() {
+  { cat "$CONTAINERD_MOD/go.mod" "$CONTAINERD_MOD/go.sum"
+    printf 'recipe=%s ldflags=%s arch=%s\n' "$CONTAINERD_RECIPE_VERSION" "$(containerd_ldflags)" "$(uname -m)"
+  } | sha256sum | cut -c1-16
+}
+
 # Minor version of a go binary (e.g. 26 for go1.26.8), 0 when unusable.
 go_minor() {
   local v
@@ -150,12 +182,13 @@ find_go() {
 
 build_into() {
   local out="$1" gobin="$2"
-  log "building kube-apiserver, kubectl, etcd with $("$gobin" version) (log: $out.log)"
+  log "building kube-apiserver, kubectl, etcd, kube-controller-manager, kube-scheduler with $("$gobin" version) (log: $out.log)"
   # Same flags as a plain `go build` (no -trimpath) so the shared Go build
   # cache is reused; only the link step sees the ldflags.
   if ! (cd "$TOOLS_MOD" && CGO_ENABLED=0 GOTOOLCHAIN="${GOTOOLCHAIN:-auto}" GOFLAGS=-buildvcs=false \
         "$gobin" build -ldflags "$(k8s_ldflags)" -o "$out/" \
         go.etcd.io/etcd/server/v3 k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kubectl \
+        k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kube-scheduler \
         >"$out.log" 2>&1); then
     tail -n 30 "$out.log" >&2
     die "go build failed (full log: $out.log)"
@@ -214,6 +247,114 @@ build_health_into() {
   fi
 }
 
+# ---- node binaries (kubelet, cri-dockerd, pause) ----------------------------
+# The VM's capability bounding set lacks CAP_SYS_RESOURCE, so writing a negative
+# oom_score_adj fails and runc aborts ("can't get final child's PID from pipe").
+# The patches below raise the two hard-coded negative scores to 0 and stop
+# cri-dockerd from re-scoring every dockerd/containerd of the machine every
+# 5 minutes (it must never touch processes the bed did not start). They are
+# applied to copies of the module sources, never to the shared module cache,
+# and their text is part of the cache keys.
+
+# patch_line FILE OLD NEW: replace one exact line, failing when it is absent.
+patch_line() {
+  local f=$1 old=$2 new=$3
+  grep -qxF -- "$old" "$f" || die "patch: line not found in $f: $old"
+  OLD=$old NEW=$new awk '$0 == ENVIRON["OLD"] { print ENVIRON["NEW"]; next } { print }' "$f" >"$f.new"
+  mv "$f.new" "$f"
+}
+
+patch_kubelet() { # SRC (a copy of k8s.io/kubernetes)
+  patch_line "$1/pkg/kubelet/qos/policy.go" \
+    $'\tguaranteedOOMScoreAdj int = -997' $'\tguaranteedOOMScoreAdj int = 0'
+}
+
+patch_cri_dockerd() { # SRC (a copy of github.com/Mirantis/cri-dockerd)
+  patch_line "$1/core/sandbox_helpers.go" \
+    $'\tdefaultSandboxOOMAdj int = -998' $'\tdefaultSandboxOOMAdj int = 0'
+  patch_line "$1/containermanager/container_manager_linux.go" \
+    $'\tgo wait.Until(m.doWork, 5*time.Minute, wait.NeverStop)' \
+    $'\t_, _ = wait.Until, time.Minute // imageops: never re-score the machine\'s dockerd/containerd'
+}
+
+node_cache_key() {
+  { cat "$TOOLS_MOD/go.mod" "$TOOLS_MOD/go.sum" "$TOOLS_MOD/pause/main.go"
+    printf 'recipe=%s ldflags=%s arch=%s\n' "$NODE_RECIPE_VERSION" "$(k8s_ldflags)" "$(uname -m)"
+    declare -f patch_line patch_kubelet build_node_into
+  } | sha256sum | cut -c1-16
+}
+
+cri_dockerd_cache_key() {
+  { printf 'cri-dockerd=%s recipe=%s arch=%s\n' "$CRI_DOCKERD_VERSION" "$NODE_RECIPE_VERSION" "$(uname -m)"
+    declare -f patch_line patch_cri_dockerd build_cri_dockerd_into
+  } | sha256sum | cut -c1-16
+}
+
+# mod_dir MODULE@VERSION: downloads (verified against the checksum database)
+# and prints the module's directory in the module cache.
+mod_dir() {
+  (cd "$TOOLS_MOD" && GOTOOLCHAIN="${GOTOOLCHAIN:-auto}" "$GOBIN_USED" mod download -json "$1" \
+    | awk -F'"' '$2 == "Dir" { print $4 }')
+}
+
+# kubelet (patched) from a copy of k8s.io/kubernetes, used through a directory
+# replace in a copy of hack/tools/go.mod; and the pause binary.
+build_node_into() {
+  local out=$1 gobin=$2 src=$1.src kdir
+  GOBIN_USED=$gobin
+  kdir=$(mod_dir "k8s.io/kubernetes@$(pinned_version k8s.io/kubernetes)")
+  [[ -d "$kdir" ]] || die "could not fetch k8s.io/kubernetes"
+  log "building patched kubelet and pause with $("$gobin" version) (log: $out.log)"
+  rm -rf "$src"; mkdir -p "$src/mod"
+  cp -r "$kdir" "$src/kubernetes"
+  chmod -R u+w "$src/kubernetes"
+  patch_kubelet "$src/kubernetes"
+  cp "$TOOLS_MOD/go.mod" "$TOOLS_MOD/go.sum" "$src/mod/"
+  printf '\nreplace k8s.io/kubernetes => ../kubernetes\n' >>"$src/mod/go.mod"
+  if ! (cd "$src/mod" && CGO_ENABLED=0 GOTOOLCHAIN="${GOTOOLCHAIN:-auto}" GOFLAGS=-buildvcs=false \
+        "$gobin" build -ldflags "$(k8s_ldflags)" -o "$out/kubelet" k8s.io/kubernetes/cmd/kubelet \
+        >"$out.log" 2>&1); then
+    tail -n 30 "$out.log" >&2
+    die "go build of kubelet failed (full log: $out.log)"
+  fi
+  rm -rf "$src"
+  (cd "$TOOLS_MOD" && CGO_ENABLED=0 GOTOOLCHAIN="${GOTOOLCHAIN:-auto}" GOFLAGS=-buildvcs=false \
+     "$gobin" build -ldflags "-s -w" -o "$out/pause" ./pause >>"$out.log" 2>&1) \
+    || die "go build of pause failed (log: $out.log)"
+}
+
+build_cri_dockerd_into() {
+  local out=$1 gobin=$2 src=$1.src dir
+  GOBIN_USED=$gobin
+  dir=$(mod_dir "github.com/Mirantis/cri-dockerd@$CRI_DOCKERD_VERSION")
+  [[ -d "$dir" ]] || die "could not fetch cri-dockerd $CRI_DOCKERD_VERSION"
+  log "building patched cri-dockerd $CRI_DOCKERD_VERSION with $("$gobin" version) (log: $out.log)"
+  # Its go.mod has replace lines, so `go install mod@version` refuses: build a copy.
+  rm -rf "$src"; cp -r "$dir" "$src"; chmod -R u+w "$src"
+  patch_cri_dockerd "$src"
+  if ! (cd "$src" && CGO_ENABLED=0 GOTOOLCHAIN="${GOTOOLCHAIN:-auto}" GOFLAGS=-buildvcs=false \
+        "$gobin" build -ldflags "-s -w -X github.com/Mirantis/cri-dockerd/cmd/version.Version=${CRI_DOCKERD_VERSION#v}" \
+        -o "$out/cri-dockerd" . >"$out.log" 2>&1); then
+    tail -n 30 "$out.log" >&2
+    die "go build of cri-dockerd failed (full log: $out.log)"
+  fi
+  rm -rf "$src"
+}
+
+build_containerd_into() {
+  local out="$1" gobin="$2" m=github.com/containerd/containerd/v2/cmd
+  log "building containerd $(pinned_version github.com/containerd/containerd/v2 "$CONTAINERD_MOD")," \
+    "crictl $(pinned_version sigs.k8s.io/cri-tools "$CONTAINERD_MOD") with $("$gobin" version) (log: $out.log)"
+  # no_btrfs: the btrfs snapshotter needs cgo and btrfs headers; the bed uses overlayfs.
+  if ! (cd "$CONTAINERD_MOD" && CGO_ENABLED=0 GOTOOLCHAIN="${GOTOOLCHAIN:-auto}" GOFLAGS=-buildvcs=false \
+        "$gobin" build -tags no_btrfs -ldflags "$(containerd_ldflags)" -o "$out/" \
+        "$m/containerd" "$m/containerd-shim-runc-v2" "$m/ctr" sigs.k8s.io/cri-tools/cmd/crictl \
+        >"$out.log" 2>&1); then
+    tail -n 30 "$out.log" >&2
+    die "go build of containerd/crictl failed (full log: $out.log)"
+  fi
+}
+
 all_executable() { # DIR NAME...
   local d=$1 b
   shift
@@ -248,24 +389,37 @@ cached_build() {
 main() {
   local bin_dir="${1:-${IMAGEOPS_TESTENV_DIR:-$REPO/.testenv}/bin}"
   local root="${IMAGEOPS_TOOLS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/imageops/tools}"
-  local dir helm_dir health_dir b
+  local dir helm_dir health_dir node_dir crid_dir ctd_dir b
   dir="$root/$(cache_key)"
   helm_dir="$root/helm-$(helm_cache_key)"
   health_dir="$root/health-$(health_cache_key)"
+  node_dir="$root/node-$(node_cache_key)"
+  crid_dir="$root/cri-dockerd-$(cri_dockerd_cache_key)"
+  ctd_dir="$root/containerd-$(containerd_cache_key)"
   mkdir -p "$root"
-  cached_build "$root" "$dir" build_into kube-apiserver kubectl etcd
+  cached_build "$root" "$dir" build_into kube-apiserver kubectl etcd kube-controller-manager kube-scheduler
   cached_build "$root" "$helm_dir" build_helm_into helm
   ensure_prom_crds "$root" "$helm_dir"
   for b in "${PROM_CRDS[@]}"; do
     [[ -f "$helm_dir/monitoring.coreos.com_$b.yaml" ]] || die "missing the $b CRD in $helm_dir"
   done
   cached_build "$root" "$health_dir" build_health_into imageops-health
+  cached_build "$root" "$node_dir" build_node_into kubelet pause
+  cached_build "$root" "$crid_dir" build_cri_dockerd_into cri-dockerd
+  cached_build "$root" "$ctd_dir" build_containerd_into containerd containerd-shim-runc-v2 ctr crictl
   mkdir -p "$bin_dir"
-  for b in kube-apiserver kubectl etcd; do
+  for b in kube-apiserver kubectl etcd kube-controller-manager kube-scheduler; do
     ln -sfn "$dir/$b" "$bin_dir/$b"
   done
+  for b in kubelet pause; do ln -sfn "$node_dir/$b" "$bin_dir/$b"; done
+  ln -sfn "$crid_dir/cri-dockerd" "$bin_dir/cri-dockerd"
   ln -sfn "$helm_dir/helm" "$bin_dir/helm"
   ln -sfn "$health_dir/imageops-health" "$bin_dir/imageops-health"
+  # Suffixed names: Debian's containerd 1.6 and ctr stay what PATH finds first.
+  ln -sfn "$ctd_dir/containerd" "$bin_dir/containerd2"
+  ln -sfn "$ctd_dir/containerd-shim-runc-v2" "$bin_dir/containerd2-shim-runc-v2"
+  ln -sfn "$ctd_dir/ctr" "$bin_dir/ctr2"
+  ln -sfn "$ctd_dir/crictl" "$bin_dir/crictl"
   echo "$dir"
 }
 

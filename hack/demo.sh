@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
-# `make demo`: the test bed up, the operator running (every role, this machine as
-# its node), the examples in examples/ applied in order, their statuses printed.
+# `make demo`: the test bed up, the operator running (every role, as the agent of the
+# bed's node 127.0.0.1, whose kubelet runs on the same Docker engine), the examples in
+# examples/ applied in order, their statuses printed; then the point of pre-pulling:
+# a Pod's start time with the image pre-pulled by imageops against the same Pod
+# pulling its image through the kubelet.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
@@ -20,7 +23,10 @@ kubectl create secret docker-registry regcred -n "$ns" --docker-server="$IMAGEOP
 # Re-running the demo runs the examples again: start from fresh objects.
 kubectl delete imgwf,imgsess,imgop --all -n "$ns" --wait=true >/dev/null
 
-"$VENV/bin/imageops" run --node-name "$(hostname)" --metrics-port "${DEMO_METRICS_PORT:-18080}" \
+# The bed's node on the bed's dockerd (hack/lib/testenv-node.sh): what the operator
+# pulls there, that node's kubelet finds "already present on machine".
+node=${IMAGEOPS_NODE:?the test bed has no node (hack/testenv.sh up)}
+"$VENV/bin/imageops" run --node-name "$node" --metrics-port "${DEMO_METRICS_PORT:-18080}" \
   --namespace "$ns" >"$log" 2>&1 &
 operator=$!
 trap 'kill $operator 2>/dev/null || true; wait $operator 2>/dev/null || true' EXIT
@@ -47,11 +53,14 @@ apply_and_wait examples/02-tag.yaml imgop/tag-release
 apply_and_wait examples/03-push.yaml imgop/push-release
 apply_and_wait examples/workflow-promotion.yaml imgwf/promote-tiny
 apply_and_wait examples/session.yaml imgop/release-pull imgop/release-cached imgop/release-push
-# The warm-up runs on every node labelled imageops.dev/pool=build. The test bed has no
-# kubelet, so the demo registers this machine as a labelled Node object itself.
-printf 'apiVersion: v1\nkind: Node\nmetadata: {name: %s}\n' "$(hostname)" | kubectl apply -f - >/dev/null
-kubectl label node "$(hostname)" imageops.dev/pool=build --overwrite >/dev/null
+# The warm-up runs on every node labelled imageops.dev/pool=build: the bed's node.
+kubectl label node "$node" imageops.dev/pool=build --overwrite >/dev/null
 apply_and_wait examples/workflow-warmup.yaml imgwf/warm-build-pool
+
+# shellcheck source=hack/lib/demo-prepull.sh
+source hack/lib/demo-prepull.sh
+prepull_demo "$ns" "$node"
+wait_sessions_settled "$ns"
 
 echo
 kubectl get imageops -n "$ns"
@@ -60,5 +69,7 @@ kubectl get imgop -n "$ns" -o custom-columns='NAME:.metadata.name,ACTION:.spec.a
 echo
 echo "session release:"
 kubectl get imgsess release -n "$ns" -o jsonpath='{"  jobs: "}{.status.jobs}{"\n  actions: "}{.status.actions}{"\n  cacheHitRatio: "}{.status.cacheHitRatio}{"\n"}'
+echo
+prepull_report
 echo
 echo "The test bed stays up: 'source .testenv/env.sh' to use it, 'make testenv-down' to stop it."

@@ -2,7 +2,9 @@
 # Test bed of real components on loopback for imageops tests:
 #   dockerd (docker.io, started by hand), two registries (distribution 2.8:
 #   one open, one htpasswd), etcd 3.6 and kube-apiserver 1.35 (built by
-#   hack/build-tools.sh into a per-machine cache outside the repo).
+#   hack/build-tools.sh into a per-machine cache outside the repo), and two
+#   containerd nodes with CRI (Debian's 1.6 and 2.x built from the Go module
+#   proxy; hack/lib/testenv-containerd.sh) plus crictl.
 #
 # Usage: hack/testenv.sh up|down|status
 #        hack/testenv.sh stop|start|kill NAME   (fault tests)
@@ -45,6 +47,10 @@ source "$REPO/hack/lib/testenv-registry.sh"
 source "$REPO/hack/lib/testenv-kube.sh"
 # shellcheck source=hack/lib/testenv-faults.sh
 source "$REPO/hack/lib/testenv-faults.sh"
+# shellcheck source=hack/lib/testenv-containerd.sh
+source "$REPO/hack/lib/testenv-containerd.sh"
+# shellcheck source=hack/lib/testenv-node.sh
+source "$REPO/hack/lib/testenv-node.sh"
 
 declare -A STATE=()
 APISERVER_STARTED=
@@ -102,6 +108,20 @@ write_env() {
       env_line IMAGEOPS_SEED_REF "127.0.0.1:${PORT[registry_open]}/$SEED_REPO:$SEED_TAG"
     fi
     if ok apiserver; then env_line KUBECONFIG "$KUBECONFIG_FILE"; fi
+    containerd_env
+    if ok apiserver; then
+      # In-cluster clients on hostNetwork pods reach the API server here (no kube-proxy).
+      env_line IMAGEOPS_APISERVER_HOST 127.0.0.1
+      env_line IMAGEOPS_APISERVER_PORT "${PORT[apiserver]}"
+    fi
+    if ok node-docker; then
+      env_line IMAGEOPS_NODE "$NODE_DOCKER"
+      env_line IMAGEOPS_NODE_DOCKER_SOCKET "$DOCKER_SOCK"
+    fi
+    if ok node-containerd; then
+      env_line IMAGEOPS_NODE_CONTAINERD "$NODE_CTRD"
+      env_line IMAGEOPS_NODE_CONTAINERD_ADDRESS "$NODE_CONTAINERD_SOCK"
+    fi
     if ok tools; then
       # shellcheck disable=SC2016 # $PATH must expand when env.sh is sourced
       printf 'case ":$PATH:" in\n  *%q*) ;;\n  *) export PATH=%q"$PATH" ;;\nesac\n' ":$BIN:" "$BIN:"
@@ -122,7 +142,13 @@ summary() {
   row etcd etcd "http://127.0.0.1:${PORT[etcd_client]}  peer :${PORT[etcd_peer]}"
   row kube-apiserver apiserver "https://127.0.0.1:${PORT[apiserver]}  (kubeconfig $KUBECONFIG_FILE)"
   row tools tools "${TOOLS_DIR:-?} -> $BIN"
+  row containerd containerd "unix://$CONTAINERD_SOCK  1.6 (log $DIR/containerd.log)"
+  row containerd2 containerd2 "unix://$CONTAINERD2_SOCK  2.x (log $DIR/containerd2.log)"
   row seed seed "$SEED_IMAGE, 127.0.0.1:${PORT[registry_open]}/$SEED_REPO:$SEED_TAG"
+  row kube-ctrl-mgr controller-manager "https://127.0.0.1:${PORT[kcm]}  (log $DIR/kube-controller-manager.log)"
+  row kube-scheduler scheduler "https://127.0.0.1:${PORT[scheduler]}  (log $DIR/kube-scheduler.log)"
+  row node-docker node-docker "node $NODE_DOCKER: kubelet :${PORT[kubelet_docker]} -> cri-dockerd -> dockerd"
+  row node-ctrd node-containerd "node $NODE_CTRD: kubelet :${PORT[kubelet_ctrd]} -> containerd $NODE_CONTAINERD_SOCK"
   [[ -n "${STATE[selfcheck]:-}" ]] && row selfcheck selfcheck "CRD selectableFields"
   printf '  env:            source %s\n' "$DIR/env.sh"
   for s in "${STATE[@]}"; do [[ "$s" == ok ]] || return 2; done
@@ -142,6 +168,14 @@ cmd_up() {
   part etcd "tools" ensure_etcd
   part apiserver "etcd" ensure_apiserver
   part seed "dockerd registries" ensure_seed
+  part node-cni "" prepare_node_cni
+  part containerd "registries" ensure_containerd
+  part containerd2 "registries tools" ensure_containerd2
+  part controller-manager "apiserver" ensure_controller_manager
+  part scheduler "apiserver" ensure_scheduler
+  part node-docker "apiserver dockerd controller-manager" ensure_node_docker
+  part node-containerd "apiserver dockerd controller-manager containerd node-cni" ensure_node_containerd_kubelet
+  part node-check "node-docker node-containerd" node_selfcheck
   if [[ -n "$APISERVER_STARTED" || "${IMAGEOPS_TESTENV_SELFCHECK:-}" == 1 ]]; then
     part selfcheck "apiserver" kube_selfcheck
   fi
@@ -176,16 +210,20 @@ cmd_down() {
     die "$DIR has no $(basename "$MARKER") marker; refusing to delete it"
   fi
   lock_bed
+  # Node first: it needs dockerd (pod containers) and the API server is harmless.
+  node_down
   svc_stop kube-apiserver
   svc_stop etcd
   svc_stop registry-auth
   svc_stop registry-open
+  containerd_down
+  clean_containerd_run_dir
   svc_stop dockerd 40
   kill_leftovers
   unmount_under
   # Only names testenv creates, in case the directory was pointed elsewhere.
   ( cd "$DIR" && rm -rf pids run docker docker-data etcd-data kube kubeconfig env.sh bin \
-      ports.env registry-* seed-rootfs seed.tar seed-push.log ./*.log ./*.tmp )
+      ports.env registry-* seed-rootfs seed.tar seed-push.log ./*.log ./*.tmp node )
   [[ "$RUNDIR" == /run/imageops-* ]] && rm -rf "$RUNDIR"
   rm -f "$MARKER" "$DIR/.lock"
   rmdir "$DIR" 2>/dev/null || true
@@ -197,7 +235,8 @@ cmd_status() {
   load_ports
   [[ -f "$AUTH_FILE" ]] && load_auth
   printf 'test bed %s (id %s)\n' "$DIR" "$ID"
-  for name in dockerd registry-open registry-auth etcd kube-apiserver; do
+  for name in dockerd registry-open registry-auth etcd kube-apiserver containerd containerd2 \
+      kube-controller-manager kube-scheduler cri-dockerd kubelet-docker kubelet-containerd; do
     ready=no
     if pid=$(svc_pid "$name"); then
       case $name in
@@ -206,6 +245,13 @@ cmd_status() {
         registry-auth) registry_auth_ready && ready=yes ;;
         etcd) etcd_ready && ready=yes ;;
         kube-apiserver) apiserver_ready >/dev/null 2>&1 && ready=yes ;;
+        containerd) containerd1_ready && ready=yes ;;
+        containerd2) containerd2_ready && ready=yes ;;
+        kube-controller-manager) kcm_ready && ready=yes ;;
+        kube-scheduler) scheduler_ready && ready=yes ;;
+        cri-dockerd) cri_dockerd_ready && ready=yes ;;
+        kubelet-docker) kubelet_docker_ready >/dev/null 2>&1 && ready=yes ;;
+        kubelet-containerd) kubelet_ctrd_ready >/dev/null 2>&1 && ready=yes ;;
       esac
       printf '  %-15s running pid %-8s ready=%s\n' "$name" "$pid" "$ready"
     else

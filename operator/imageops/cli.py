@@ -11,6 +11,7 @@ import sys
 from collections.abc import Sequence
 
 from imageops import __version__
+from imageops.adapters.backends import RUNTIMES
 from imageops.models.crd import write_crds
 from imageops.runtime.operator import ROLES, RunOptions, run
 
@@ -74,6 +75,23 @@ def build_parser() -> argparse.ArgumentParser:
         "--docker-host",
         default=os.environ.get("DOCKER_HOST"),
         help="Docker daemon address (default: $DOCKER_HOST or the default socket)",
+    )
+    runp.add_argument(
+        "--runtime",
+        choices=RUNTIMES,
+        default=os.environ.get("IMAGEOPS_RUNTIME") or "auto",
+        help="container runtime: auto (default: detect the node's socket), docker, "
+        "containerd, or cri (any CRI runtime, e.g. CRI-O: Pull only)",
+    )
+    runp.add_argument(
+        "--runtime-endpoint",
+        default=os.environ.get("IMAGEOPS_RUNTIME_ENDPOINT") or None,
+        help="the runtime's socket, unix:///PATH (default: detected under --runtime-socket-dir)",
+    )
+    runp.add_argument(
+        "--runtime-socket-dir",
+        default=os.environ.get("IMAGEOPS_RUNTIME_SOCKET_DIR") or "/var/run",
+        help="where --runtime auto looks for containerd.sock, crio.sock, ... (default /var/run)",
     )
     runp.add_argument("--progress-interval", type=float, default=2.0, help=argparse.SUPPRESS)
     runp.add_argument(
@@ -153,6 +171,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         allowed_registries=_csv(args.allowed_registries),
         docker_backend=args.docker_backend,
         docker_host=args.docker_host,
+        runtime=args.runtime,
+        runtime_endpoint=args.runtime_endpoint,
+        runtime_socket_dir=args.runtime_socket_dir,
         progress_interval=args.progress_interval,
         backoff_base=args.backoff_base,
         backoff_cap=args.backoff_cap,

@@ -89,8 +89,8 @@ def kube_api(kube: client.ApiClient) -> client.ApiClient:
 def namespace(kube: client.ApiClient) -> Iterator[str]:
     """A fresh namespace for one test, deleted afterwards.
 
-    The bed runs no controller-manager, so a deleted namespace stays Terminating and
-    its objects stay too: tests that persist objects should delete them themselves.
+    The bed's kube-controller-manager finishes the deletion (namespace controller);
+    tests that persist objects should still delete them themselves.
     """
     core = client.CoreV1Api(kube)
     name = f"e2e-{uuid.uuid4().hex[:10]}"

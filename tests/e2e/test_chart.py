@@ -30,6 +30,7 @@ from tests.e2e.chart_helpers import (
     render,
 )
 from tests.e2e.conftest import missing
+from tests.e2e.harness import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -166,16 +167,26 @@ def _install_servicemonitor_crd() -> None:
         "-f",
         str(crd),
     )
-    kubectl(
-        "wait",
-        "--for=condition=Established",
-        "--timeout=30s",
-        "crd/servicemonitors.monitoring.coreos.com",
+    # Right after the apply the CRD may have no status yet, and kubectl wait then fails
+    # at once ("<nil> is of the type <nil>") instead of waiting: retry until it waits.
+    wait_until(
+        lambda: (
+            kubectl(
+                "wait",
+                "--for=condition=Established",
+                "--timeout=30s",
+                "crd/servicemonitors.monitoring.coreos.com",
+                check=False,
+            ).returncode
+            == 0
+        ),
+        60,
+        "the ServiceMonitor CRD",
     )
 
 
 def _default_service_account(namespace: str) -> None:
-    # kube-controller-manager makes "default" in every namespace; the bed runs none, and
+    # kube-controller-manager makes "default" in every namespace, but maybe not yet, and
     # the ServiceAccount admission plugin rejects the helm test pod without it.
     kubectl("create", "serviceaccount", "default", "-n", namespace, check=False)
 
@@ -271,8 +282,9 @@ def test_workloads_follow_the_values(namespace: str) -> None:
 
 
 def test_install_upgrade_uninstall(namespace: str) -> None:
-    """A real ``helm install``, ``upgrade`` and ``uninstall`` (the bed runs no kubelet,
-    so pods never start; the objects and Helm's bookkeeping are real)."""
+    """A real ``helm install``, ``upgrade`` and ``uninstall`` (the default image is not on
+    the bed's nodes, so its pods never run: tests/node runs them; the objects and Helm's
+    bookkeeping are real)."""
     release = release_name()
     # The session's CRDs are not Helm's: a release must not adopt them (crds.install=false).
     out = helm("install", release, str(CHART), "-n", namespace, "--set", "crds.install=false")

@@ -33,6 +33,7 @@ import pytest
 from imageops.models.common import ErrorReason
 from imageops.services.backend import CancelToken, ImageBackend, RegistryAuth, TransferProgress
 from imageops.services.errors import OperationError
+from tests.containerd_node import ContainerdNode
 from tests.testbed import Testbed, free_port  # noqa: F401 - re-exported to the tests
 
 
@@ -177,13 +178,24 @@ def _check_stream(items: Any) -> None:
 
 @dataclass
 class Images:
-    """Makes images for one test and removes its local tags afterwards."""
+    """Makes images for one test and removes its local tags afterwards.
+
+    With a containerd ``node``, local images are made in Docker and copied
+    into that node (docker save | ctr import), and cleanup happens there too.
+    """
 
     api: Any
     refs: list[str] = field(default_factory=list)
+    node: ContainerdNode | None = None
 
     def local(self, ref: str, size: int = 1024) -> str:
-        """Import a new single-layer image as ``ref``; its image id."""
+        """Import a new single-layer image as ``ref`` (on the node under test); its image id."""
+        image_id = self._docker_image(ref, size)
+        if self.node is not None:
+            self.node.import_from_docker(self.api, ref)
+        return image_id
+
+    def _docker_image(self, ref: str, size: int) -> str:
         repository, _, tag = ref.rpartition(":")
         self.api.import_image_from_data(rootfs_tar(size), repository=repository, tag=tag)
         self.refs.append(ref)
@@ -191,7 +203,7 @@ class Images:
 
     def remote(self, ref: str, size: int = 1024, auth: RegistryAuth | None = None) -> str:
         """Put a new image at ``ref`` in its registry and delete it locally; its image id."""
-        image_id = self.local(ref, size)
+        image_id = self._docker_image(ref, size)
         repository, _, tag = ref.rpartition(":")
         config = None
         if auth is not None:
@@ -241,6 +253,9 @@ class Images:
         By image id: removing only the tags would leave the repo@digest names a pull adds.
         Every image here has unique content, so no other test shares it.
         """
+        if self.node is not None:
+            for ref in self.refs:
+                self.node.remove_image(ref)
         ids = set()
         for ref in self.refs:
             with contextlib.suppress(docker.errors.APIError):
@@ -251,9 +266,12 @@ class Images:
 
 
 @pytest.fixture
-def images(docker_api: Any) -> Iterator[Images]:
-    """Image factory for one test."""
-    factory = Images(docker_api)
+def images(docker_api: Any, request: pytest.FixtureRequest) -> Iterator[Images]:
+    """Image factory for one test (on the containerd node the test's backend talks to)."""
+    node = None
+    if "node" in request.fixturenames:
+        node = request.getfixturevalue("node")
+    factory = Images(docker_api, node=node)
     yield factory
     factory.cleanup()
 

@@ -1,4 +1,9 @@
-"""The ImageBackend contract, held by both backends against the real dockerd and registries."""
+"""The ImageBackend contract, held by every backend against the real runtimes and registries.
+
+The Docker backends (SDK, CLI) run against the bed's dockerd; the containerd
+backend against the bed's containerd 1.6 and 2.x nodes (the 2.x one discards
+layer blobs after unpacking, so its pushes fetch them back from the source).
+"""
 
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from imageops.adapters.backends import BACKEND_KINDS, make_backend
+from imageops.adapters.containerd import ContainerdBackend
 from imageops.adapters.docker_cli import DockerCliBackend
 from imageops.adapters.docker_sdk import DockerSdkBackend
 from imageops.adapters.registry_http import RegistryClient
@@ -22,6 +28,8 @@ from imageops.services.backend import (
     TransferProgress,
 )
 from imageops.services.errors import OperationError
+from imageops.services.reference import parse_reference
+from tests.containerd_node import ContainerdNode
 from tests.faults import FakeSlowLink, FakeStalledRegistry
 from tests.integration.conftest import (
     FakeDaemonLink,
@@ -42,10 +50,39 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(params=BACKEND_KINDS)
-def backend(request: pytest.FixtureRequest, testbed: Testbed) -> ImageBackend:
-    """Each backend in turn, on the test bed's daemon."""
-    return make_backend(request.param, testbed.docker_host)
+CONTAINERD_NODES = ("containerd-1.6", "containerd-2")
+ALL_BACKENDS = (*BACKEND_KINDS, *CONTAINERD_NODES)
+
+
+@pytest.fixture(params=ALL_BACKENDS)
+def node(request: pytest.FixtureRequest) -> ContainerdNode | None:
+    """The containerd node of this run (None for the Docker backends)."""
+    if request.param in CONTAINERD_NODES:
+        return ContainerdNode.from_env(request.param)
+    return None
+
+
+@pytest.fixture
+def backend(
+    request: pytest.FixtureRequest, node: ContainerdNode | None, testbed: Testbed
+) -> ImageBackend:
+    """Each backend in turn: on the bed's dockerd, or on one of its containerd nodes."""
+    if node is not None:
+        return ContainerdBackend(node.endpoint)
+    return make_backend(request.node.callspec.params["node"], testbed.docker_host)
+
+
+def full(ref: str) -> str:
+    """``ref`` as containerd names it (docker.io/ added to a name without a registry)."""
+    parsed = parse_reference(ref)
+    return f"{parsed.registry}/{parsed.repository}:{parsed.tag}"
+
+
+def same_names(info_tags: tuple[str, ...], backend: ImageBackend) -> set[str]:
+    """The tags as given by the test (containerd reports them in full)."""
+    if backend.name != "containerd":
+        return set(info_tags)
+    return {t.removeprefix("docker.io/") for t in info_tags}
 
 
 def test_ping(backend: ImageBackend) -> None:
@@ -58,6 +95,9 @@ def test_daemon_unavailable(testbed: Testbed, tmp_path: Any) -> None:
         error = raises(ErrorReason.DAEMON_UNAVAILABLE, dead.ping)
         assert error.retryable
         raises(ErrorReason.DAEMON_UNAVAILABLE, partial(pull, dead, unique(testbed.registry)))
+    dead_runtime = ContainerdBackend(f"unix://{tmp_path}/no-containerd.sock", timeout=5.0)
+    assert raises(ErrorReason.DAEMON_UNAVAILABLE, dead_runtime.ping).retryable
+    raises(ErrorReason.DAEMON_UNAVAILABLE, partial(pull, dead_runtime, unique(testbed.registry)))
 
 
 def test_pull_from_open_registry(backend: ImageBackend, testbed: Testbed, images: Images) -> None:
@@ -99,6 +139,11 @@ def test_progress_totals_are_sensible(
         assert 8 * MiB <= last.bytes_total < 9 * MiB
         assert last.bytes_done == last.bytes_total
         assert any(0 < p.bytes_done < p.bytes_total for p in seen), "no intermediate bytes"
+    elif backend.name == "containerd":
+        # Final totals from the manifest; intermediate ones from the content store's
+        # ingests (test_containerd_progress_is_live shows them on a slow link).
+        assert 8 * MiB <= last.bytes_total < 9 * MiB
+        assert last.bytes_done == last.bytes_total
     else:
         # The command line prints no byte counts when stdout is not a terminal.
         assert last.bytes_total == 0
@@ -136,6 +181,13 @@ def test_platform_selects_from_a_manifest_list(
     images.refs.append(ref)
     assert backend.registry_digest(ref, auth=None) == digests["index"]
 
+    if backend.name == "containerd":
+        # CRI has no platform field: it pulls the node's own; another is refused up front.
+        raises(ErrorReason.UNSUPPORTED, lambda: pull(backend, ref, platform="linux/arm64"))
+        result = pull(backend, ref, platform="linux/amd64")
+        assert result.digest == digests["index"]
+        assert backend.inspect(ref) is not None
+        return
     for platform, arch in (("linux/arm64", "arm64"), ("linux/amd64", "amd64")):
         result = pull(backend, ref, platform=platform)
         images.refs.append(result.image.image_id)  # the next pull takes the tag away
@@ -245,7 +297,7 @@ def test_tag_and_inspect(backend: ImageBackend, testbed: Testbed, images: Images
     info = backend.inspect(target)
     assert info is not None
     assert info.image_id == image_id
-    assert {source, target} <= set(info.repo_tags)
+    assert {source, target} <= same_names(info.repo_tags, backend)
     assert info.size_bytes > 0
     assert backend.inspect(unique("local")) is None
     raises(ErrorReason.NOT_FOUND, lambda: backend.tag(unique("local"), unique("local")))
@@ -375,19 +427,30 @@ def pull_while(
     return caught.value
 
 
-@pytest.mark.parametrize("kind", BACKEND_KINDS)
-def test_daemon_gone_mid_pull(kind: str, testbed: Testbed, images: Images, tmp_path: Any) -> None:
+def linked_backend(
+    kind: str, testbed: Testbed, tmp_path: Any
+) -> tuple[ImageBackend, FakeDaemonLink]:
+    """A backend of ``kind`` whose socket goes through a FakeDaemonLink to the real daemon."""
+    if kind in CONTAINERD_NODES:
+        link = FakeDaemonLink(ContainerdNode.from_env(kind).endpoint, str(tmp_path))
+        return ContainerdBackend(link.docker_host), link
     link = FakeDaemonLink(testbed.docker_host, str(tmp_path))
-    error = pull_while(make_backend(kind, link.docker_host), testbed, images, link.close)
+    return make_backend(kind, link.docker_host), link
+
+
+@pytest.mark.parametrize("kind", ALL_BACKENDS)
+def test_daemon_gone_mid_pull(kind: str, testbed: Testbed, images: Images, tmp_path: Any) -> None:
+    backend, link = linked_backend(kind, testbed, tmp_path)
+    error = pull_while(backend, testbed, images, link.close)
     assert error.reason is ErrorReason.DAEMON_UNAVAILABLE, error.message
     assert error.retryable
 
 
-@pytest.mark.parametrize("kind", BACKEND_KINDS)
+@pytest.mark.parametrize("kind", ALL_BACKENDS)
 def test_stream_broken_mid_pull(kind: str, testbed: Testbed, images: Images, tmp_path: Any) -> None:
-    link = FakeDaemonLink(testbed.docker_host, str(tmp_path))
+    backend, link = linked_backend(kind, testbed, tmp_path)
     try:
-        error = pull_while(make_backend(kind, link.docker_host), testbed, images, link.cut)
+        error = pull_while(backend, testbed, images, link.cut)
     finally:
         link.close()
     # The SDK sees urllib3's IncompleteRead, the command line "unexpected EOF".

@@ -36,8 +36,43 @@ app.kubernetes.io/name: {{ include "imageops.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
 
+{{/* repository@digest when image.digest is set (digest-first), else repository:tag. */}}
 {{- define "imageops.image" -}}
+{{- if .Values.image.digest -}}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest -}}
+{{- else -}}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Metrics port of a role: (dict "root" $ "role" "agent"). */}}
+{{- define "imageops.metricsPort" -}}
+{{- $p := (index .root.Values .role).metricsPort -}}
+{{- if kindIs "invalid" $p -}}{{ .root.Values.metrics.port }}{{- else -}}{{ $p }}{{- end -}}
+{{- end -}}
+
+{{/* hostNetwork and dnsPolicy of both roles' pods. */}}
+{{- define "imageops.podNetwork" -}}
+{{- if .Values.hostNetwork }}
+hostNetwork: true
+{{- end }}
+{{- if .Values.dnsPolicy }}
+dnsPolicy: {{ .Values.dnsPolicy }}
+{{- else if .Values.hostNetwork }}
+dnsPolicy: ClusterFirstWithHostNet
+{{- end }}
+{{- end -}}
+
+{{/* The API server address override: what in-cluster clients read. */}}
+{{- define "imageops.apiServerEnv" -}}
+{{- with .Values.apiServer.host }}
+- name: KUBERNETES_SERVICE_HOST
+  value: {{ . | quote }}
+{{- end }}
+{{- if not (kindIs "invalid" .Values.apiServer.port) }}
+- name: KUBERNETES_SERVICE_PORT
+  value: {{ .Values.apiServer.port | quote }}
+{{- end }}
 {{- end -}}
 
 {{/* ServiceAccount name of a role: (dict "root" $ "role" "agent"). */}}

@@ -90,6 +90,20 @@ class RegistryClient:
                 tls_error = str(exc)
         raise OperationError(ErrorReason.NETWORK, f"{host}: tls: {tls_error}")
 
+    def api_host(self, registry: str) -> str:
+        """The host serving ``registry``'s v2 API (Docker Hub's differs from its name)."""
+        return _DOCKER_HUB_API if registry == DEFAULT_REGISTRY else registry
+
+    def schemes(self, registry: str) -> tuple[str, ...]:
+        """URL schemes to try for ``registry``: https, then http for loopback or insecure ones."""
+        return self._schemes(registry)
+
+    def authorization(
+        self, headers: Mapping[str, str], parsed: ImageRef, auth: RegistryAuth | None
+    ) -> str:
+        """The Authorization header answering a 401's challenge (Basic, or a Bearer token)."""
+        return self._authorization(headers, parsed, auth)
+
     def _schemes(self, registry: str) -> tuple[str, ...]:
         if is_loopback(registry) or registry in self._insecure:
             return ("https", "http")

@@ -93,6 +93,8 @@ class ErrorReason(StrEnum):
     SESSION_NOT_FOUND = "SessionNotFound"
     INVALID_WORKFLOW = "InvalidWorkflow"
     CANCELLED = "Cancelled"
+    # The node's runtime cannot do this action at all (Tag/Push on a CRI-only runtime).
+    UNSUPPORTED = "Unsupported"
     UNKNOWN = "Unknown"
 
 

@@ -20,7 +20,7 @@ import kopf
 from kopf._cogs.structs.references import Insights
 
 from imageops.adapters import metrics
-from imageops.adapters.backends import make_backend
+from imageops.adapters.backends import detect_runtime, make_runtime_backend
 from imageops.adapters.kube import AsyncKube, Kube, load_api_client
 from imageops.adapters.pull_records import FilePullRecords
 from imageops.handlers import imageoperation, imagesession, workflow
@@ -60,6 +60,9 @@ class RunOptions:
     allowed_registries: list[str] = field(default_factory=list)
     docker_backend: str = "sdk"
     docker_host: str | None = None
+    runtime: str = "auto"
+    runtime_endpoint: str | None = None
+    runtime_socket_dir: str = "/var/run"
     progress_interval: float = 2.0
     lease_namespace: str = "default"
     lease_duration: int = 30
@@ -230,7 +233,10 @@ def _served_by(
 
 
 def _agent(options: RunOptions, kube: AsyncKube) -> Agent:
-    backend = make_backend(options.docker_backend, options.docker_host)
+    choice = detect_runtime(
+        options.runtime, options.runtime_endpoint, options.docker_host, options.runtime_socket_dir
+    )
+    backend = make_runtime_backend(choice, options.docker_backend)
     config = AgentConfig(
         node_name=options.node_name,
         max_concurrent=options.max_concurrent,

@@ -58,6 +58,9 @@ SUGGESTIONS: dict[ErrorReason, str] = {
     "--session-wait-seconds, then fails.",
     ErrorReason.INVALID_WORKFLOW: "Fix the step graph named in the message.",
     ErrorReason.CANCELLED: "The operation was stopped before it finished.",
+    ErrorReason.UNSUPPORTED: "The node's container runtime cannot do this action: Tag and Push "
+    "need Docker or containerd (CRI-O and other CRI-only runtimes offer no API to tag or read "
+    "image content). Run the operation on a Docker or containerd node.",
     ErrorReason.UNKNOWN: "Unexpected error; see the message and the agent's log.",
 }
 

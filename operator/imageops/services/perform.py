@@ -68,9 +68,11 @@ def perform(spec: OperationFields, attempt: Attempt) -> OperationResult:
 
 def repo_digest(info: ImageInfo, ref: ImageRef) -> str | None:
     """The registry digest of ``info`` in ``ref``'s repository, if the daemon knows it."""
+    # containerd (CRI) writes names in full: docker.io/library/busybox.
+    names = (ref.name, f"{ref.registry}/{ref.repository}")
     for entry in info.repo_digests:
         name, _, digest = entry.rpartition("@")
-        if name == ref.name:
+        if name in names:
             return digest
     return None
 

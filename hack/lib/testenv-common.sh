@@ -117,6 +117,15 @@ svc_start() {
   if [[ "$write_pid" == yes ]]; then echo "$LAST_PID" >"$PIDS/$name.pid"; fi
 }
 
+# svc_alive PID: the process exists and is not a zombie. An exited daemon may linger
+# as a zombie (kill -0 works, cmdline is empty); cmdline alone is no proof of death,
+# since it also reads empty for a moment while a wrapper (setsid, env) execs the daemon.
+svc_alive() {
+  local state
+  state=$(awk '{ print $3 }' "/proc/$1/stat" 2>/dev/null) || return 1
+  [[ -n "$state" && "$state" != Z && "$state" != X ]]
+}
+
 # svc_wait NAME PID LOGFILE TIMEOUT_S CHECK_CMD... : polls until CHECK_CMD
 # succeeds; fails early (with the log tail) when the daemon exits.
 svc_wait() {
@@ -124,8 +133,7 @@ svc_wait() {
   shift 4
   deadline=$(( SECONDS + timeout ))
   until "$@" >/dev/null 2>&1; do
-    # An exited daemon may linger as a zombie: kill -0 works, cmdline is empty.
-    if [[ -z "$(tr -d '\0' <"/proc/$pid/cmdline" 2>/dev/null)" ]]; then
+    if ! svc_alive "$pid"; then
       show_log_tail "$logf"
       log "$name exited during startup (log: $logf)"
       return 1

@@ -172,7 +172,9 @@ def test_every_failure_is_counted_under_its_reason(
 ) -> None:
     node = fail_closed_operator.node
     specs = {
-        "bad-ref": {"action": "Pull", "image": "UPPER/Case:1", "nodeName": node},
+        # Passes the admission pattern (any digest of 32+ hex), fails the agent's check
+        # (a sha256 digest has 64): the API server now rejects most bad references itself.
+        "bad-ref": {"action": "Pull", "image": "seed/tiny@sha256:" + "a" * 32, "nodeName": node},
         "no-secret": {
             "action": "Pull",
             "image": testbed.unique(testbed.auth_registry),

@@ -79,7 +79,7 @@ def test_pods_ready_through_probes_node_name_from_downward_api(release: Release)
     assert agent.spec.node_name == release.node and agent.spec.host_network
     for pod in (agent, controller):
         container = pod.spec.containers[0]
-        assert container.readiness_probe.http_get.path == "/healthz"
+        assert container.readiness_probe.http_get.path == "/readyz"
         assert container.liveness_probe.http_get.path == "/healthz"
         assert pod.status.container_statuses[0].ready
     env = {e.name: e for e in agent.spec.containers[0].env}

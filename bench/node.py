@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.e2e.chart_helpers import CHART, kubectl
-from tests.e2e.test_image import IMAGE, _docker, python_base, socket_gid
+from tests.e2e.test_image import IMAGE, _docker, build_operator_image, python_base, socket_gid
 from tests.node.conftest import RUNTIME_LABEL, helm
 from tests.node.pods import apply, pull_operation, runnable_image, start_pod, wait_phase
 from tests.testbed import free_port, require
@@ -47,18 +47,7 @@ def p6_node(ctx: Context) -> dict[str, Any]:
     )
     host, node = env["DOCKER_HOST"], env["IMAGEOPS_NODE"]
     started = time.monotonic()
-    _docker(
-        host,
-        "build",
-        "--network",
-        "host",
-        "--build-arg",
-        f"BASE_IMAGE={python_base(host)}",
-        "-t",
-        IMAGE,
-        str(Path(CHART).parents[1]),
-        timeout=1500,
-    )
+    build_operator_image(host, python_base(host))
     log(f"node: operator image built in {time.monotonic() - started:.0f}s")
     rel, work = f"bn{ctx.run_id}", f"bench-node-{ctx.run_id}"
     for ns in (rel, work):

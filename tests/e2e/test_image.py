@@ -297,6 +297,23 @@ def socket_gid(docker_host: str) -> int:
     return os.stat(docker_host.removeprefix("unix://")).st_gid
 
 
+def build_operator_image(host: str, base: str, *build_args: str) -> None:
+    """Build the Dockerfile as IMAGE on ``host``'s dockerd from the local Python ``base``."""
+    _docker(
+        host,
+        "build",
+        "--network",
+        "host",
+        "--build-arg",
+        f"BASE_IMAGE={base}",
+        *build_args,
+        "-t",
+        IMAGE,
+        str(REPO),
+        timeout=1500,
+    )
+
+
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     """Build the Dockerfile on the local base; returns the ref, build seconds and size."""
@@ -306,20 +323,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     base_seconds = time.monotonic() - start
     previous = _image_id(host, IMAGE)
     start = time.monotonic()
-    _docker(
-        host,
-        "build",
-        "--network",
-        "host",
-        "--build-arg",
-        f"BASE_IMAGE={base}",
-        "--build-arg",
-        f"DOCKER_GID={socket_gid(host)}",
-        "-t",
-        IMAGE,
-        str(REPO),
-        timeout=1500,
-    )
+    build_operator_image(host, base, "--build-arg", f"DOCKER_GID={socket_gid(host)}")
     seconds = time.monotonic() - start
     if previous and previous != _image_id(host, IMAGE):
         # The last run's image (and the layers only it used): the bed's disk is finite.

@@ -25,7 +25,7 @@ from kubernetes import client
 
 from tests.e2e.chart_helpers import CHART, helm_binary, kubectl
 from tests.e2e.conftest import E2E_LABEL, kube  # noqa: F401  (the API client fixture)
-from tests.e2e.test_image import IMAGE, _docker, python_base, socket_gid
+from tests.e2e.test_image import IMAGE, build_operator_image, python_base, socket_gid
 from tests.testbed import Testbed, free_port, require
 
 REPO = Path(__file__).resolve().parents[2]
@@ -139,19 +139,7 @@ def node_env() -> dict[str, str]:
 def operator_image(node_env: dict[str, str]) -> str:
     """The operator image, built from the Dockerfile on the bed's dockerd (the node's engine)."""
     host = node_env["DOCKER_HOST"]
-    base = python_base(host)
-    _docker(
-        host,
-        "build",
-        "--network",
-        "host",
-        "--build-arg",
-        f"BASE_IMAGE={base}",
-        "-t",
-        IMAGE,
-        str(REPO),
-        timeout=1500,
-    )
+    build_operator_image(host, python_base(host))
     return IMAGE
 
 

@@ -12,6 +12,8 @@
 #           image, write $IMAGEOPS_TESTENV_DIR/env.sh, print a summary.
 #   down    stop everything, delete runtime state; keeps the tool cache.
 #   status  show what runs; exit 0 only when everything is up and ready.
+#   IMAGEOPS_TESTENV_KUBELETS=0 up   a bed without the kubelet nodes (a second
+#           bed on one machine; refused with CI=true).
 #   stop NAME   stop one service (SIGTERM), keeping its data, ports and config;
 #   kill NAME   the same with SIGKILL (a crash);
 #   start NAME  start it again as `up` configured it and wait until it is ready.
@@ -154,6 +156,16 @@ summary() {
   for s in "${STATE[@]}"; do [[ "$s" == ok ]] || return 2; done
 }
 
+# IMAGEOPS_TESTENV_KUBELETS=0 leaves the two kubelet nodes out: a developer's
+# second bed on the same machine (the kubelets share /var/lib/kubelet, so only one
+# bed per machine can run them). Refused with CI=true: CI runs the whole bed.
+kubelets_wanted() {
+  [[ "${IMAGEOPS_TESTENV_KUBELETS:-1}" != 0 ]] && return 0
+  is_ci && die "IMAGEOPS_TESTENV_KUBELETS=0 is not allowed with CI=true"
+  warn "IMAGEOPS_TESTENV_KUBELETS=0: the kubelet nodes are not started (tests/node cannot run)"
+  return 1
+}
+
 cmd_up() {
   local t0=$SECONDS rc=0
   lock_bed
@@ -173,9 +185,11 @@ cmd_up() {
   part containerd2 "registries tools" ensure_containerd2
   part controller-manager "apiserver" ensure_controller_manager
   part scheduler "apiserver" ensure_scheduler
-  part node-docker "apiserver dockerd controller-manager" ensure_node_docker
-  part node-containerd "apiserver dockerd controller-manager containerd node-cni" ensure_node_containerd_kubelet
-  part node-check "node-docker node-containerd" node_selfcheck
+  if kubelets_wanted; then
+    part node-docker "apiserver dockerd controller-manager" ensure_node_docker
+    part node-containerd "apiserver dockerd controller-manager containerd node-cni" ensure_node_containerd_kubelet
+    part node-check "node-docker node-containerd" node_selfcheck
+  fi
   if [[ -n "$APISERVER_STARTED" || "${IMAGEOPS_TESTENV_SELFCHECK:-}" == 1 ]]; then
     part selfcheck "apiserver" kube_selfcheck
   fi

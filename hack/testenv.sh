@@ -53,6 +53,8 @@ source "$REPO/hack/lib/testenv-faults.sh"
 source "$REPO/hack/lib/testenv-containerd.sh"
 # shellcheck source=hack/lib/testenv-node.sh
 source "$REPO/hack/lib/testenv-node.sh"
+# shellcheck source=hack/lib/testenv-node-down.sh
+source "$REPO/hack/lib/testenv-node-down.sh"
 
 declare -A STATE=()
 APISERVER_STARTED=

@@ -11,11 +11,13 @@ from typing import Any
 import pytest
 import yaml
 
+from imageops.adapters.metrics import WatchHealth
 from imageops.cli import build_parser, main, settings_from
 from imageops.services.backoff import backoff_delay
 from imageops.settings import DEFAULTS, RunSettings, SettingsError, options, options_table
 from imageops.workers.agent import AgentConfig
 from imageops.workers.context import ControllerContext
+from imageops.workers.nodes import NodeDirectory
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts/imageops"
@@ -152,6 +154,10 @@ def test_the_code_takes_its_defaults_from_the_settings() -> None:
     assert {"node_grace_seconds", "backoff_cap", "session_wait_seconds"} <= controller.keys()
     assert backoff["base"].default == DEFAULTS.backoff_base
     assert backoff["cap"].default == DEFAULTS.backoff_cap
+    nodes = inspect.signature(NodeDirectory).parameters
+    assert nodes["lease_duration"].default == DEFAULTS.lease_duration
+    health = inspect.signature(WatchHealth).parameters
+    assert health["down_bound"].default == DEFAULTS.watch_down_seconds
 
 
 def test_the_readme_table_is_generated_from_the_settings() -> None:

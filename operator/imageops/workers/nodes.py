@@ -28,6 +28,7 @@ from datetime import UTC, datetime, timedelta
 from imageops.adapters import metrics
 from imageops.adapters.kube import AsyncKube
 from imageops.models.labels import AGENT_LABEL
+from imageops.settings import DEFAULTS
 
 log = logging.getLogger(__name__)
 LEASE_PREFIX = "imageops-agent-"
@@ -55,7 +56,7 @@ class NodeDirectory:
         kube: AsyncKube,
         lease_namespace: str,
         interval: float = 3.0,
-        lease_duration: float = 30.0,
+        lease_duration: float = DEFAULTS.lease_duration,
     ) -> None:
         self.kube = kube
         self.lease_namespace = lease_namespace

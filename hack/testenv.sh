@@ -205,7 +205,7 @@ cmd_up() {
 kill_leftovers() {
   local p cmd
   for p in /proc/[0-9]*; do
-    cmd=$(tr '\0' ' ' <"$p/cmdline" 2>/dev/null) || continue
+    cmd=$(tr '\0' ' ' 2>/dev/null <"$p/cmdline") || continue  # stderr first: a process may exit meanwhile
     if [[ "$cmd" == *"$RUNDIR/exec/"* ]]; then
       log "killing leftover ${p#/proc/}: ${cmd:0:80}"
       kill -KILL "${p#/proc/}" 2>/dev/null || true

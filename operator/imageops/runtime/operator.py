@@ -247,5 +247,5 @@ def _controller(
     sessions = SessionTracker(ctx)
     ctx.index.subscribe(sessions.on_operation)
     imagesession.register(registry, sessions)
-    loops = [assigner.run_sweeper(), workflows.run_sweeper(), sessions.run_sweeper()]
+    loops = [assigner.run(), workflows.run(), sessions.run()]
     return registry, [ctx.nodes.run(), *loops]

@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from imageops.adapters.kube import AsyncKube
+from imageops.services.clock import SYSTEM, Clock
 from imageops.settings import DEFAULTS
 from imageops.workers.nodes import NodeDirectory
 from imageops.workers.opindex import OperationIndex
@@ -27,6 +28,11 @@ class ControllerContext:
     backoff_cap: float = DEFAULTS.backoff_cap  # the agents' longest retry delay, for overdue ops
     # How long a Workflow whose sessionRef names no ImageSession waits for it.
     session_wait_seconds: float = DEFAULTS.session_wait_seconds
+    # A running workflow's pass repeats at least this often: the safety net should a
+    # child's event be missed (every other pass is driven by events and requeue-afters).
+    resync_interval: float = 30.0
+    workers: int = 8  # reconciles at once, per work queue
+    clock: Clock = SYSTEM
 
 
 async def repeat(interval: float, step: Callable[[], Awaitable[None]], what: str) -> None:

@@ -8,28 +8,30 @@ and subscribe to be told when one of theirs changes.
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from imageops.models.labels import WORKFLOW_LABEL
+from imageops.services import placement
 
 log = logging.getLogger(__name__)
 
 
-Body = Mapping[str, Any]
-Listener = Callable[[str | None, Body], Awaitable[None]]
+# ImageOperation bodies stay raw here: the typed ImageOperation is the agent's side
+# of the redesign (models.imageoperation); the index hands on what kopf delivered.
+Listener = Callable[[str | None, Mapping[str, Any]], Awaitable[None]]
 Key = tuple[str, str]  # (namespace, name)
 
 
-def session_of(body: Body) -> str | None:
+def session_of(body: Mapping[str, Any]) -> str | None:
     """The ImageSession an operation belongs to (spec.sessionRef), if any."""
     ref = (body.get("spec") or {}).get("sessionRef") or {}
     name = ref.get("name")
     return str(name) if name else None
 
 
-def workflow_of(body: Body) -> str | None:
+def workflow_of(body: Mapping[str, Any]) -> str | None:
     """The Workflow that created an operation (its label), if any."""
     labels = body.get("metadata", {}).get("labels") or {}
     name = labels.get(WORKFLOW_LABEL)
@@ -40,7 +42,7 @@ class OperationIndex:
     """Latest body of every ImageOperation, by uid, workflow and session."""
 
     def __init__(self) -> None:
-        self._bodies: dict[str, Body] = {}
+        self._bodies: dict[str, Mapping[str, Any]] = {}
         self._by_workflow: dict[Key, set[str]] = defaultdict(set)
         self._by_session: dict[Key, set[str]] = defaultdict(set)
         self._listeners: list[Listener] = []
@@ -52,7 +54,7 @@ class OperationIndex:
         """Call ``listener(event_type, body)`` after each indexed event."""
         self._listeners.append(listener)
 
-    async def observe(self, event_type: str | None, body: Body) -> None:
+    async def observe(self, event_type: str | None, body: Mapping[str, Any]) -> None:
         """Index one watch event, then tell the listeners."""
         self._update(event_type, body)
         for listener in self._listeners:
@@ -62,7 +64,7 @@ class OperationIndex:
                 # One listener's bug must not stop the others from seeing the event.
                 log.exception("listener failed on %s", body.get("metadata", {}).get("name"))
 
-    def _update(self, event_type: str | None, body: Body) -> None:
+    def _update(self, event_type: str | None, body: Mapping[str, Any]) -> None:
         meta = body["metadata"]
         uid, ns = meta["uid"], meta["namespace"]
         wf, session = workflow_of(body), session_of(body)
@@ -79,21 +81,28 @@ class OperationIndex:
         if session:
             self._by_session[ns, session].add(uid)
 
-    def get(self, uid: str) -> Body | None:
+    def get(self, uid: str) -> Mapping[str, Any] | None:
         """The latest body of one operation."""
         return self._bodies.get(uid)
 
-    def by_workflow(self, namespace: str, name: str) -> list[Body]:
+    def by_workflow(self, namespace: str, name: str) -> list[Mapping[str, Any]]:
         """Operations created for a Workflow (label imageops.dev/workflow)."""
         return self._collect(self._by_workflow.get((namespace, name), set()))
 
-    def by_session(self, namespace: str, name: str) -> list[Body]:
+    def by_session(self, namespace: str, name: str) -> list[Mapping[str, Any]]:
         """Operations whose spec.sessionRef names the session."""
         return self._collect(self._by_session.get((namespace, name), set()))
 
-    def all(self) -> list[Body]:
+    def all(self) -> list[Mapping[str, Any]]:
         """Every indexed operation."""
         return list(self._bodies.values())
 
-    def _collect(self, uids: set[str]) -> list[Body]:
+    def node_load(self) -> Counter[str]:
+        """Pending or running operations per node (for services.placement)."""
+        return placement.node_load(
+            ((b.get("spec") or {}).get("nodeName"), (b.get("status") or {}).get("phase"))
+            for b in self._bodies.values()
+        )
+
+    def _collect(self, uids: set[str]) -> list[Mapping[str, Any]]:
         return [self._bodies[u] for u in sorted(uids) if u in self._bodies]

@@ -1,9 +1,8 @@
 """API calls of the Workflow controller beyond AsyncKube's: a status patch with a
-version precondition, the workflow's own ImageSession, and deleting what it owned.
+version precondition, the workflow's own ImageSession, and deleting children.
 
-The test bed has no garbage collector, and a real cluster's may lag: what a
-workflow owned is deleted explicitly, matched by owner uid so that objects of
-a newer workflow of the same name are left alone.
+What a deleted workflow owned (its children and its own ImageSession) is the
+garbage collector's: each carries an owner reference to the workflow.
 """
 
 from __future__ import annotations
@@ -19,7 +18,7 @@ from imageops.models.imageoperation import PLURAL as OPERATIONS
 from imageops.models.imagesession import KIND as SESSION_KIND
 from imageops.models.imagesession import PLURAL as SESSIONS
 from imageops.models.labels import WORKFLOW_LABEL
-from imageops.services import dag, workflow_status
+from imageops.services import dag
 from imageops.services.workflow_run import RunContext
 
 log = logging.getLogger(__name__)
@@ -68,22 +67,6 @@ async def ensure_session(kube: AsyncKube, namespace: str, name: str, uid: str) -
         "spec": {},
     }
     await kube.call(kube.sync.create_custom, namespace, SESSIONS, session)
-
-
-async def cleanup(kube: AsyncKube, namespace: str, name: str, uid: str, session: bool) -> None:
-    """Delete the ImageOperations (and with ``session``, the ImageSession) that the
-    workflow ``uid`` owned."""
-    selector = f"{WORKFLOW_LABEL}={dag.label_value(name)}"
-    children = await kube.call(kube.sync.list_custom, namespace, OPERATIONS, selector)
-    await delete_operations(
-        kube,
-        namespace,
-        [str(c["metadata"]["name"]) for c in children if workflow_status.owned_by(c, uid)],
-    )
-    if session:
-        obj = await kube.call(kube.sync.get_custom, namespace, SESSIONS, name)
-        if obj is not None and workflow_status.owned_by(obj, uid):
-            await kube.call(kube.sync.delete_custom, namespace, SESSIONS, name)
 
 
 async def list_children(kube: AsyncKube, namespace: str, name: str) -> list[dict[str, Any]]:

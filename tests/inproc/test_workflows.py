@@ -67,7 +67,7 @@ def test_a_failed_run_rolls_back_the_tag_it_moved(bed: Bed) -> None:
         bed.patch_status(OPERATIONS, tag, finished_status(imageId=NEW, previousTargetImageId=OLD))
         await _pass(bed, reconciler, "release")
         push = _child(bed, step="push")["metadata"]["name"]
-        error = {"reason": "Unauthorized", "message": "denied", "retryable": False}
+        error = {"reason": "AuthFailed", "message": "denied", "retryable": False}
         bed.patch_status(OPERATIONS, push, finished_status(phase="Failed", lastError=error))
         await _pass(bed, reconciler, "release")
         rollback = _child(bed, role="rollback")

@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 K = TypeVar("K", bound=Hashable)
 Reconcile = Callable[[K], Awaitable[float | None]]
 ERROR_BASE = 0.5  # seconds before the first retry of a failed reconcile
-ERROR_CAP = 30.0
+ERROR_CAP = 5.0  # short: the sweeps this queue replaced retried every few seconds
 
 
 class WorkQueue(Generic[K]):

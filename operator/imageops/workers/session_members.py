@@ -109,7 +109,7 @@ class Members:
         item = stats.finished_from_body(body, workflow_of(body))
         if item is not None:
             member = self._finished(member, item, body, deleted)
-        elif member is None and not deleted:
+        elif not deleted and (member is None or _superseded(member, body)):
             ref = ObjectRef.from_body(body, OP_PLURAL)
             member = Member(uid, stats.generation_of(body), MemberState.ACTIVE, ref=ref)
             self._by_uid[uid] = member
@@ -178,3 +178,8 @@ class Members:
         for member in stale:
             del self._by_uid[member.uid]
         return bool(stale)
+
+
+def _superseded(member: Member, body: Mapping[str, Any]) -> bool:
+    """An INHERITED key of an operation now at a newer generation: nothing to annotate."""
+    return member.state is MemberState.INHERITED and stats.generation_of(body) > member.generation

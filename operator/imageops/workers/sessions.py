@@ -197,10 +197,10 @@ class SessionTracker:
         return max((expires - self.ctx.clock.now()).total_seconds(), 0.0)
 
     def _until_inherit_grace(self, state: SessionState) -> float | None:
-        loaded = [m.since for m in state.members.in_state(MemberState.INHERITED)]
-        if not loaded:
-            return None
-        return max(min(loaded) + INHERIT_GRACE - self.ctx.clock.monotonic(), 0.0) + 0.1
+        now = self.ctx.clock.monotonic()
+        ends = [m.since + INHERIT_GRACE for m in state.members.in_state(MemberState.INHERITED)]
+        future = [end - now for end in ends if end > now]
+        return min(future) + 0.1 if future else None
 
     async def _on_deleted(self, session: ImageSession) -> None:
         """A session was deleted: archive from its last body, then clean up."""

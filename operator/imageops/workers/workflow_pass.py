@@ -24,7 +24,7 @@ from imageops.models.workflow import MAX_NODES, PLURAL, WorkflowSpec, WorkflowSt
 from imageops.models.workflow_object import WorkflowObject
 from imageops.services import dag, placement, workflow_status
 from imageops.services.dag import ChildView
-from imageops.services.workflow_run import RunContext, RunInput, plan_run
+from imageops.services.workflow_run import RunContext, RunInput, RunPlan, plan_run
 from imageops.services.workflow_status import FINISHED, RunMeta
 from imageops.workers import workflow_objects as objects
 from imageops.workers.context import ControllerContext
@@ -154,7 +154,30 @@ class WorkflowPass:
         if not nodes:
             await self._write(run, self._no_node(run, spec, late))
             return _sooner(self.ctx.sweep_interval, left)
-        inp = RunInput(
+        inp = self._input(run, spec, graph, views, nodes, late)
+        status, plan = await self._plan(run, spec, inp)
+        # Record first, then act: a crash in between leaves a status the next pass completes.
+        if not await self._write(run, status):
+            return None
+        await objects.delete_operations(self.ctx.kube, key[0], plan.delete)
+        for child in plan.create:
+            await self._create(key, meta.generation, child)
+        if status.phase in FINISHED:
+            return 0.0  # the next pass starts the ttlSecondsAfterFinished
+        return _sooner(self.ctx.resync_interval, left)
+
+    def _input(
+        self,
+        run: _Run,
+        spec: WorkflowSpec,
+        graph: dag.Graph,
+        views: list[ChildView],
+        nodes: tuple[str, ...],
+        late: bool,
+    ) -> RunInput:
+        """What the planner needs: the run, its children, and what the API server refused."""
+        key, meta = run.key, run.meta
+        return RunInput(
             run=RunContext(key[0], key[1], run.wf.meta.uid, meta.generation, meta.session),
             spec=spec,
             graph=graph,
@@ -173,30 +196,28 @@ class WorkflowPass:
             },
             deadline_exceeded=late,
         )
+
+    async def _plan(
+        self, run: _Run, spec: WorkflowSpec, inp: RunInput
+    ) -> tuple[WorkflowStatus, RunPlan]:
+        """The plan and the status it gives; a final verdict is checked against the API server."""
+        meta, late = run.meta, inp.deadline_exceeded
         plan = plan_run(inp)
         status = workflow_status.run_status(run.prev, meta, plan, spec.all_nodes, late)
-        if status.phase in FINISHED:
-            # A final verdict (and what to roll back) is checked against the API server's
-            # children, not the index, which may lag right after a controller restart.
-            listed = await objects.list_children(self.ctx.kube, *key)
-            views = _views([c for c in listed if _current(c, meta.generation, run.wf.meta.uid)])
-            plan = plan_run(
-                replace(
-                    inp,
-                    children=[v for v in views if v.step is not None],
-                    rollbacks=[v for v in views if v.step is None],
-                )
+        if status.phase not in FINISHED:
+            return status, plan
+        # A final verdict (and what to roll back) is checked against the API server's
+        # children, not the index, which may lag right after a controller restart.
+        listed = await objects.list_children(self.ctx.kube, *run.key)
+        views = _views([c for c in listed if _current(c, meta.generation, run.wf.meta.uid)])
+        plan = plan_run(
+            replace(
+                inp,
+                children=[v for v in views if v.step is not None],
+                rollbacks=[v for v in views if v.step is None],
             )
-            status = workflow_status.run_status(run.prev, meta, plan, spec.all_nodes, late)
-        # Record first, then act: a crash in between leaves a status the next pass completes.
-        if not await self._write(run, status):
-            return None
-        await objects.delete_operations(self.ctx.kube, key[0], plan.delete)
-        for child in plan.create:
-            await self._create(key, meta.generation, child)
-        if status.phase in FINISHED:
-            return 0.0  # the next pass starts the ttlSecondsAfterFinished
-        return _sooner(self.ctx.resync_interval, left)
+        )
+        return workflow_status.run_status(run.prev, meta, plan, spec.all_nodes, late), plan
 
     def _no_node(self, run: _Run, spec: WorkflowSpec, late: bool) -> WorkflowStatus:
         waiting = workflow_status.no_node_message(spec)

@@ -26,14 +26,16 @@ from typing import Any
 
 from imageops.adapters import metrics
 from imageops.adapters.kube import ObjectRef
+from imageops.models.base import API_VERSION
 from imageops.models.common import ErrorReason, Phase
-from imageops.models.imageoperation import PLURAL, ImageOperationStatus
+from imageops.models.imageoperation import KIND, PLURAL, ImageOperationStatus
 from imageops.models.imagesession import PLURAL as SESSION_PLURAL
+from imageops.models.imagesession import ImageSession
 from imageops.services import lifecycle, placement
 from imageops.services.errors import OperationError
 from imageops.services.overdue import overdue_by_namespace
-from imageops.services.placement import ACTIVE_PHASES
 from imageops.workers.context import ControllerContext, repeat
+from imageops.workers.opindex import OperationView
 from imageops.workers.queue import WorkQueue
 
 log = logging.getLogger(__name__)
@@ -66,73 +68,63 @@ class Assigner:
         """Queue every active operation whose node has been gone past the grace period."""
         now = self.ctx.clock.now()
         metrics.set_overdue(overdue_by_namespace(self.ctx.index.all(), now, self.ctx.backoff_cap))
-        for body in self.ctx.index.all():
-            node = (body.get("spec") or {}).get("nodeName")
-            if node and _active(body) and self._stranded(str(node), body, now):
-                self.queue.add(str(body["metadata"]["uid"]))
+        for op in self.ctx.index.views():
+            if op.node and op.active and self._stranded(op.node, op, now):
+                self.queue.add(op.meta.uid)
 
-    def _stranded(self, node: str, body: Mapping[str, Any], now: datetime) -> bool:
+    def _stranded(self, node: str, op: OperationView, now: datetime) -> bool:
         # An operation cannot have waited longer than it exists: a new agent's Lease
         # may not have been read yet when its first operation arrives.
         grace = self.ctx.node_grace_seconds
-        return min(self.ctx.nodes.down_for(node, now), _age(body, now)) > grace
+        return min(self.ctx.nodes.down_for(node, now), _age(op, now)) > grace
 
     async def reconcile(self, uid: str) -> float | None:
         """Assign one operation, or fail it; the delay of the next try, if any."""
-        body = self.ctx.index.get(uid)
-        if body is None or body["metadata"].get("deletionTimestamp") or not _active(body):
+        op = self.ctx.index.view(uid)
+        if op is None or op.meta.deletion_timestamp is not None or not op.active:
             return None
         now = self.ctx.clock.now()
-        node = (body.get("spec") or {}).get("nodeName")
-        if node:
-            if self._stranded(str(node), body, now):
+        if op.node:
+            if self._stranded(op.node, op, now):
                 await self._fail(
-                    body,
-                    f"node {node} has had no live imageops agent for more than "
+                    op,
+                    f"node {op.node} has had no live imageops agent for more than "
                     f"{self.ctx.node_grace_seconds:.0f}s",
                 )
             return None
-        if await self._assign(body):
+        if await self._assign(op):
             return None
         judge = self.ctx.nodes.can_judge(now)
-        if judge and _age(body, now) > self.ctx.node_grace_seconds:
-            await self._fail(body, "no node with a live agent matches this operation")
+        if judge and _age(op, now) > self.ctx.node_grace_seconds:
+            await self._fail(op, "no node with a live agent matches this operation")
             return None
         return self.ctx.sweep_interval
 
-    async def _assign(self, body: Mapping[str, Any]) -> bool:
-        spec = body.get("spec") or {}
-        request = placement.Request(session_node=await self._session_node(body))
-        live = (
-            []
-            if request.session_node
-            else self.ctx.nodes.live_nodes(spec.get("nodeSelector") or {})
-        )
+    async def _assign(self, op: OperationView) -> bool:
+        request = placement.Request(session_node=await self._session_node(op))
+        live = [] if request.session_node else self.ctx.nodes.live_nodes(op.selector)
         node = placement.place_operation(request, live, self.ctx.index.node_load())
         if node is None:
             return False
-        ref = ObjectRef.from_body(body, PLURAL)
-        return await self.ctx.kube.patch_object(ref, {"spec": {"nodeName": node}})
+        return await self.ctx.kube.patch_object(_ref(op), {"spec": {"nodeName": node}})
 
-    async def _session_node(self, body: Mapping[str, Any]) -> str | None:
-        session = ((body.get("spec") or {}).get("sessionRef") or {}).get("name")
-        if not session:
+    async def _session_node(self, op: OperationView) -> str | None:
+        if not op.session:
             return None
         obj = await self.ctx.kube.call(
-            self.ctx.kube.sync.get_custom, body["metadata"]["namespace"], SESSION_PLURAL, session
+            self.ctx.kube.sync.get_custom, op.meta.namespace, SESSION_PLURAL, op.session
         )
-        node = ((obj or {}).get("spec") or {}).get("nodeName")
-        return str(node) if node else None
+        if obj is None:
+            return None
+        return ImageSession.from_body(obj).spec.node_name
 
-    async def _fail(self, body: Mapping[str, Any], message: str) -> None:
+    async def _fail(self, op: OperationView, message: str) -> None:
         # The index may lag: read the operation now and leave it if it finished meanwhile.
-        meta = body["metadata"]
-        fresh = await self.ctx.kube.call(
-            self.ctx.kube.sync.get_custom, meta["namespace"], PLURAL, meta["name"]
+        body = await self.ctx.kube.call(
+            self.ctx.kube.sync.get_custom, op.meta.namespace, PLURAL, op.meta.name
         )
-        if fresh is None or not _active(fresh):
+        if body is None or not OperationView.from_body(body).active:
             return
-        body = fresh
         status = ImageOperationStatus.model_validate(body.get("status") or {})
         now = self.ctx.clock.now()
         run = lifecycle.RunState(
@@ -151,13 +143,10 @@ class Assigner:
             await self.ctx.kube.post_event(ref, "Warning", "Failed", f"NodeUnavailable: {message}")
 
 
-def _active(body: Mapping[str, Any]) -> bool:
-    return (body.get("status") or {}).get("phase") in ACTIVE_PHASES
+def _ref(op: OperationView) -> ObjectRef:
+    return ObjectRef(API_VERSION, KIND, PLURAL, op.meta.namespace, op.meta.name, op.meta.uid)
 
 
-def _age(body: Mapping[str, Any], now: datetime) -> float:
-    created = body["metadata"].get("creationTimestamp")
-    if not created:
-        return 0.0
-    when = datetime.fromisoformat(str(created).replace("Z", "+00:00"))
-    return (now - when).total_seconds()
+def _age(op: OperationView, now: datetime) -> float:
+    created = op.meta.creation_timestamp
+    return 0.0 if created is None else (now - created).total_seconds()

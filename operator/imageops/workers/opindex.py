@@ -10,9 +10,11 @@ from __future__ import annotations
 import logging
 from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from imageops.models.labels import WORKFLOW_LABEL
+from imageops.models.meta import ObjectMeta
 from imageops.services import placement
 
 log = logging.getLogger(__name__)
@@ -38,11 +40,41 @@ def workflow_of(body: Mapping[str, Any]) -> str | None:
     return str(name) if name else None
 
 
+@dataclass(frozen=True)
+class OperationView:
+    """What the controller's workers read of an ImageOperation, parsed once per event."""
+
+    meta: ObjectMeta
+    node: str | None
+    phase: str | None
+    session: str | None
+    selector: Mapping[str, str]
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any]) -> OperationView:
+        """Read one watch event's body."""
+        spec, status = body.get("spec") or {}, body.get("status") or {}
+        node, phase = spec.get("nodeName"), status.get("phase")
+        return cls(
+            meta=ObjectMeta.model_validate(body["metadata"]),
+            node=str(node) if node else None,
+            phase=str(phase) if phase else None,
+            session=session_of(body),
+            selector=dict(spec.get("nodeSelector") or {}),
+        )
+
+    @property
+    def active(self) -> bool:
+        """Pending or running (what the placement policy counts as load)."""
+        return self.phase in placement.ACTIVE_PHASES
+
+
 class OperationIndex:
     """Latest body of every ImageOperation, by uid, workflow and session."""
 
     def __init__(self) -> None:
         self._bodies: dict[str, Mapping[str, Any]] = {}
+        self._views: dict[str, OperationView] = {}
         self._by_workflow: dict[Key, set[str]] = defaultdict(set)
         self._by_session: dict[Key, set[str]] = defaultdict(set)
         self._listeners: list[Listener] = []
@@ -70,12 +102,14 @@ class OperationIndex:
         wf, session = workflow_of(body), session_of(body)
         if event_type == "DELETED":
             self._bodies.pop(uid, None)
+            self._views.pop(uid, None)
             if wf:
                 self._by_workflow[ns, wf].discard(uid)
             if session:
                 self._by_session[ns, session].discard(uid)
             return
         self._bodies[uid] = body
+        self._views[uid] = OperationView.from_body(body)
         if wf:
             self._by_workflow[ns, wf].add(uid)
         if session:
@@ -97,12 +131,17 @@ class OperationIndex:
         """Every indexed operation."""
         return list(self._bodies.values())
 
+    def view(self, uid: str) -> OperationView | None:
+        """The typed view of one operation."""
+        return self._views.get(uid)
+
+    def views(self) -> list[OperationView]:
+        """The typed view of every indexed operation."""
+        return list(self._views.values())
+
     def node_load(self) -> Counter[str]:
         """Pending or running operations per node (for services.placement)."""
-        return placement.node_load(
-            ((b.get("spec") or {}).get("nodeName"), (b.get("status") or {}).get("phase"))
-            for b in self._bodies.values()
-        )
+        return placement.node_load((v.node, v.phase) for v in self._views.values())
 
     def _collect(self, uids: set[str]) -> list[Mapping[str, Any]]:
         return [self._bodies[u] for u in sorted(uids) if u in self._bodies]

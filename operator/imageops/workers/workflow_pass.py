@@ -19,6 +19,7 @@ from imageops.adapters.kube import ObjectRef
 from imageops.models.common import ErrorInfo, ErrorReason
 from imageops.models.imageoperation import PLURAL as OPERATIONS
 from imageops.models.imagesession import PLURAL as SESSIONS
+from imageops.models.imagesession import ImageSession
 from imageops.models.labels import RUN_LABEL
 from imageops.models.workflow import MAX_NODES, PLURAL, WorkflowSpec, WorkflowStatus
 from imageops.models.workflow_object import WorkflowObject
@@ -350,8 +351,7 @@ class WorkflowPass:
 
     async def _session_node(self, namespace: str, session: str) -> str | None:
         obj = await self.ctx.kube.call(self.ctx.kube.sync.get_custom, namespace, SESSIONS, session)
-        node = ((obj or {}).get("spec") or {}).get("nodeName")
-        return str(node) if node else None
+        return None if obj is None else ImageSession.from_body(obj).spec.node_name
 
 
 def _sooner(a: float, b: float | None) -> float:

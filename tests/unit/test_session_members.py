@@ -78,3 +78,11 @@ def test_inherited_keys_of_vanished_operations_are_forgotten_after_the_grace() -
     assert not members.forget_inherited(-1.0, lambda uid: False)
     assert members.forget_inherited(1.0, lambda uid: uid == "w")
     assert members.recorded() == ["w/1"]
+
+
+def test_the_transition_table_names_every_state() -> None:
+    from imageops.workers import sessions
+
+    doc = sessions.__doc__ or ""
+    for state in MemberState:
+        assert state.name in doc, f"{state.name} missing from the transition table"

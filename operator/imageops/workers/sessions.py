@@ -4,23 +4,24 @@ Every finished generation of an operation is counted once. The tracker keeps
 one record per operation of a session (:mod:`imageops.workers.session_members`)
 in one of these states:
 
-==========  =========================================  ==========
-state       event                                      next
-==========  =========================================  ==========
-(none)      operation seen, not finished               ACTIVE
-(none),     generation g finished, annotated g         COUNTED
-ACTIVE      generation g finished, not annotated       QUEUED
-INHERITED   generation g finished, not annotated       STORED
-INHERITED   not seen ``INHERIT_GRACE`` after loading   (dropped)
-QUEUED      a flush folds it into the status           FOLDED
-FOLDED      that status write succeeds                 STORED
-STORED      annotation ``recorded-generation: g``      COUNTED
-any         a newer generation finishes                QUEUED
-QUEUED,     operation deleted                          same, gone (no
-FOLDED,                                                annotation)
-STORED
-other       operation deleted                          (dropped)
-==========  =========================================  ==========
+=====================  ==========================================  ===============
+from                   event                                       to
+=====================  ==========================================  ===============
+(none)                 operation seen, not finished                ACTIVE
+(none), ACTIVE         generation g finished, annotated g          COUNTED
+(none), ACTIVE         generation g finished, not annotated        QUEUED
+INHERITED (of g)       generation g finished, not annotated        STORED
+INHERITED (of g)       generation g finished, annotated g          COUNTED
+INHERITED (of g)       seen at a newer generation, not finished    ACTIVE
+INHERITED              not seen ``INHERIT_GRACE`` after loading    (dropped)
+QUEUED                 a flush folds it into the status            FOLDED
+FOLDED                 that status write succeeds                  STORED
+STORED                 annotation ``recorded-generation: g``       COUNTED
+any                    a newer generation g' finishes              QUEUED (of g')
+QUEUED/FOLDED/STORED   operation deleted                           same, ``gone``
+other                  operation deleted                           (dropped)
+STORED, ``gone``       (nothing to annotate)                       (dropped)
+=====================  ==========================================  ===============
 
 INHERITED records come from the stored ``status.recorded`` when a tracker
 loads a session (after a restart); ``status.recorded`` always lists the

@@ -7,6 +7,7 @@ triggers no further watch event).
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -18,10 +19,13 @@ from imageops.models.imageoperation import ImageOperationStatus
 from imageops.models.labels import NODE_LABEL, STEP_LABEL
 from imageops.models.workflow import (
     KIND,
+    MAX_DETAILED_NODES,
+    NodeCounts,
     NodeStatus,
     StepCounts,
     StepPhase,
     StepStatus,
+    StepSummary,
     WorkflowSpec,
     WorkflowStatus,
 )
@@ -73,10 +77,23 @@ def child_view(body: Mapping[str, Any]) -> ChildView | None:
 def recorded_steps(
     status: WorkflowStatus, nodes: Sequence[str], fan_out: bool
 ) -> dict[str, dict[str, StepStatus]]:
-    """The step states a status recorded, by node."""
-    if fan_out:
-        return {n: dict(status.nodes[n].steps) for n in nodes if n in status.nodes}
-    return {nodes[0]: dict(status.steps)} if nodes else {}
+    """The step states a status recorded, by node.
+
+    A succeeded node of a large fan-out is listed without its steps: every
+    step it has (the keys of status.succeeded) succeeded there.
+    """
+    if not fan_out:
+        return {nodes[0]: dict(status.steps)} if nodes else {}
+    recorded: dict[str, dict[str, StepStatus]] = {}
+    for name in nodes:
+        node = status.nodes.get(name)
+        if node is None:
+            continue
+        if node.steps or node.phase != Phase.SUCCEEDED:
+            recorded[name] = dict(node.steps)
+        else:
+            recorded[name] = {s: StepStatus(phase=StepPhase.SUCCEEDED) for s in status.succeeded}
+    return recorded
 
 
 def node_phase(steps: Mapping[str, StepStatus]) -> Phase:
@@ -184,12 +201,63 @@ def run_status(
     status.progress = f"{_finished(status.counts)}/{status.counts.total}"
     status.rolled_back = [t[:MAX_TEXT] for t in plan.rollback.restored[:MAX_ROLLED_BACK]]
     if fan_out:
-        status.nodes = {n: NodeStatus(phase=node_phase(s), steps=s) for n, s in plan.steps.items()}
-        done = sum(1 for node in status.nodes.values() if node.phase in FINISHED)
-        status.nodes_progress = f"{done}/{len(status.nodes)}"
+        fan_out_status(status, plan.steps)
     else:
         status.node, status.steps = next(iter(plan.steps.items()))
     return status
+
+
+def fan_out_status(status: WorkflowStatus, steps: NodeSteps) -> None:
+    """Fill in the nodes of a fan-out: every node, with its steps only where they matter.
+
+    Up to MAX_DETAILED_NODES nodes, each node carries its steps. Beyond, the
+    status stays small and its writes short (each rewrites the whole object): a
+    succeeded node, or one not started yet, carries only its phase, and what
+    the succeeded nodes produced is summarised per step in ``succeeded``; the
+    running and failed nodes keep their steps in full.
+    """
+    detailed = len(steps) <= MAX_DETAILED_NODES
+    tally = NodeCounts(total=len(steps))
+    summarised: list[Mapping[str, StepStatus]] = []
+    for name, node_steps in steps.items():
+        phase = node_phase(node_steps)
+        key = str(phase).lower()
+        setattr(tally, key, getattr(tally, key) + 1)
+        brief = not detailed and phase in (Phase.SUCCEEDED, Phase.PENDING)
+        status.nodes[name] = NodeStatus(phase=phase, steps={} if brief else node_steps)
+        if brief and phase == Phase.SUCCEEDED:
+            summarised.append(node_steps)
+    status.node_counts = tally
+    status.nodes_progress = f"{tally.succeeded + tally.failed}/{tally.total}"
+    if summarised:
+        status.succeeded = summarise(summarised)
+
+
+def summarise(nodes: Sequence[Mapping[str, StepStatus]]) -> dict[str, StepSummary]:
+    """Per step: how many nodes, the most common digest and image ID, the last completion."""
+    digests: dict[str, Counter[str]] = {}
+    images: dict[str, Counter[str]] = {}
+    last: dict[str, datetime] = {}
+    for node in nodes:
+        for step, state in node.items():
+            digests.setdefault(step, Counter())
+            images.setdefault(step, Counter())
+            if state.digest:
+                digests[step][state.digest] += 1
+            if state.image_id:
+                images[step][state.image_id] += 1
+            done = state.completion_time
+            if done is not None and (step not in last or done > last[step]):
+                last[step] = done
+    result: dict[str, StepSummary] = {}
+    for step, counter in digests.items():
+        summary = StepSummary(nodes=len(nodes), last_completion_time=last.get(step))
+        if counter:
+            summary.digest, summary.digest_nodes = counter.most_common(1)[0]
+        if images[step]:
+            summary.image_id = images[step].most_common(1)[0][0]
+        result[step] = summary
+    return result
 
 
 def pending_status(prev: WorkflowStatus, meta: RunMeta, message: str) -> WorkflowStatus:

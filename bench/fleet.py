@@ -326,6 +326,38 @@ class FakeAgentFleet:
         await self.kube.patch_status(ref, patch)
 
 
+class FleetThread:
+    """A FakeAgentFleet in a thread of its own, with its own event loop (tests)."""
+
+    def __init__(self, fleet: FakeAgentFleet) -> None:
+        self.fleet = fleet
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._started = threading.Event()
+        self._thread = threading.Thread(target=self._main, name="fake-agent-fleet", daemon=True)
+
+    def _main(self) -> None:
+        async def serve() -> None:
+            self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
+            self._started.set()
+            await self.fleet.run(self._stop)
+
+        asyncio.run(serve())
+
+    def start(self, timeout: float = 60) -> FleetThread:
+        """Start; return once every watch has listed."""
+        self._thread.start()
+        if not self._started.wait(timeout) or not self.fleet.ready(timeout):
+            raise RuntimeError(f"fake agent fleet not watching after {timeout}s")
+        return self
+
+    def stop(self) -> None:
+        """Cancel what runs and stop the loop."""
+        if self._loop is not None and self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(timeout=30)
+
+
 def _args(argv: Sequence[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.fleet", description=__doc__)
     parser.add_argument("--kubeconfig", required=True)

@@ -48,6 +48,7 @@ from bench.procs import (
     operator_source,
     top_self,
 )
+from bench.scale_timeline import timeline
 
 POOL_LABEL = "bench.imageops.dev/pool"
 CONTROLLER_NODE = "scale-controller"
@@ -247,7 +248,7 @@ def _measure(kube: BenchKube, controller: BenchOperator, n: int, settings: Scale
              pool_value: str, log_dir: Path, run_id: str) -> dict[str, Any]:  # fmt: skip
     """Apply the Workflow, wait for its final phase, and read every figure."""
     namespace, api = kube.namespace, kube.api
-    image = f"{os.environ['IMAGEOPS_REGISTRY']}/seed/busybox:1"
+    image = os.environ["IMAGEOPS_SEED_REF"]  # in the open registry
     target = f"{os.environ['IMAGEOPS_REGISTRY']}/scale/{run_id}"
     spec = workflow_spec(settings, pool_value, image, target)
     wf_watch = WorkflowWatcher(api, namespace)
@@ -310,6 +311,7 @@ def _measure(kube: BenchKube, controller: BenchOperator, n: int, settings: Scale
         "seconds_last_child_done_to_final": (final_at - max(done_times)) if done_times else None,
         "seconds_apply_to_final": final_at - applied,
         "load_average": os.getloadavg(),
+        "timeline": timeline(created, dict(children.done), applied),
     }
     if profile_out.exists():
         result["profile"] = {

@@ -203,3 +203,13 @@ def test_one_pass_over_1000_nodes_is_quick() -> None:
     ws.status_wire(ws.run_status(stored, ws.RunMeta(1, "r", T0, T0), plan, True, False))
     assert time.process_time() - started < 2.0
     assert isinstance(plan, RunPlan)
+
+
+def test_nodes_without_steps_are_stored_as_their_phase_only() -> None:
+    nodes = sorted(_node(i) for i in range(200))
+    children = [_child(n, s, S, 0) for n in nodes[:50] for s in STEPS]
+    wire = _pass(nodes, children, WorkflowStatus())  # parallelism 100: 50 done, 100 running
+    listed = wire["nodes"]
+    assert isinstance(listed, dict)
+    assert listed[nodes[0]] == {"phase": "Succeeded"} and listed[nodes[199]] == {"phase": "Pending"}
+    assert listed[nodes[100]]["phase"] == "Running" and listed[nodes[100]]["steps"]

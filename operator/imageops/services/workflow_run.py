@@ -241,30 +241,30 @@ def _status(
         return StepStatus(phase=phase)
     if phase is StepPhase.SKIPPED:
         return StepStatus(phase=phase, completion_time=inp.now)
-    status = StepStatus(
-        phase=phase, operation_name=_name(inp, node, step), start_time=started or inp.now
-    )
-    if child is not None:
-        status = status.model_copy(
-            update={
-                "operation_name": child.name,
-                "digest": child.digest,
-                "image_id": child.image_id,
-                "start_time": child.start_time or started or inp.now,
-                "completion_time": child.completion_time,
-                "error": child.error if phase is StepPhase.FAILED else None,
-            }
-        )
+    fields: dict[str, Any] = {"phase": StepPhase(phase).value}
+    if child is None:
+        fields |= {"operation_name": _name(inp, node, step), "start_time": started or inp.now}
+    else:
+        fields |= {
+            "operation_name": child.name,
+            "digest": child.digest,
+            "image_id": child.image_id,
+            # The step started when the run created its child: kept once recorded, so
+            # that the agent's own Running write does not cost another status write.
+            "start_time": started or child.start_time or inp.now,
+            "completion_time": child.completion_time,
+            "error": child.error if phase is StepPhase.FAILED else None,
+        }
     if phase is StepPhase.CANCELLED:
-        status = status.model_copy(
-            update={
-                "completion_time": inp.now,
-                "error": dag.cancel_error(f"cancelled: {stop_reason}"),
-            }
-        )
+        fields |= {
+            "completion_time": inp.now,
+            "error": dag.cancel_error(f"cancelled: {stop_reason}"),
+        }
     elif failure is not None:
-        status = status.model_copy(update={"completion_time": inp.now, "error": failure})
-    return status
+        fields |= {"completion_time": inp.now, "error": failure}
+    # Built from values already typed (a child's view, the recorded status, this pass's
+    # time): validating them again cost a fifth of a 1,000-node pass.
+    return StepStatus.model_construct(**fields)
 
 
 def _rollback(inp: RunInput, plan: RunPlan, by_key: ByStep) -> Rollback:

@@ -17,6 +17,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 from imageops.adapters.kube import ObjectRef
@@ -61,8 +62,11 @@ class _Pass:
     meta: RunMeta
 
 
+_VIEWS = objects.ChildViews()  # one per process: views depend on the child's version only
+
+
 def _views(children: Sequence[Body]) -> list[ChildView]:
-    return [v for v in map(workflow_status.child_view, children) if v is not None]
+    return _VIEWS.of(children)
 
 
 def _key(body: Body) -> Key:
@@ -82,6 +86,7 @@ class WorkflowReconciler:
         self._rejected: dict[Key, Rejected] = {}
         self._sweeps = 0
         self._nodes_waited = False
+        self._created = objects.RecentCreates()
 
     async def observe(self, event_type: str | None, body: Body) -> None:
         """Handle one watch event of a Workflow."""
@@ -93,8 +98,8 @@ class WorkflowReconciler:
                 await self._cleanup(key, str(body["metadata"]["uid"]), _owns_session(body))
             self._locks.pop(key, None)
             return
-        if workflow_status.is_older(self.workflows.get(key), body):
-            return
+        if workflow_status.is_older(self.workflows.get(key), body, same=True):
+            return  # an older version, or the one this controller's last write returned
         self.workflows[key] = body
         await self.reconcile(key)
 
@@ -178,10 +183,11 @@ class WorkflowReconciler:
         children = self.ctx.index.by_workflow(*key)
         mine = [c for c in children if _current(c, generation, uid)]
         # Children of an earlier generation, or of an earlier workflow of the same name.
+        # Not `c not in mine`: a list's membership test compares bodies, O(children²).
         stale = [
             str(c["metadata"]["name"])
             for c in children
-            if workflow_status.owned_by_workflow(c) and c not in mine
+            if workflow_status.owned_by_workflow(c) and not _current(c, generation, uid)
         ]
         await objects.delete_operations(self.ctx.kube, key[0], stale)
         try:
@@ -267,8 +273,8 @@ class WorkflowReconciler:
         if not await self._write(run, status):
             return
         await objects.delete_operations(self.ctx.kube, key[0], plan.delete)
-        for child in plan.create:
-            await self._create(key, meta.generation, child)
+        fresh = [c for c in plan.create if not self._created.fresh(c)]
+        await objects.run_limited([partial(self._create, key, meta.generation, c) for c in fresh])
 
     async def _write(self, run: _Pass, status: WorkflowStatus) -> bool:
         """Patch what changed and post an Event on transitions; False when not written.
@@ -311,6 +317,7 @@ class WorkflowReconciler:
     async def _create(self, key: Key, generation: int, child: dict[str, Any]) -> None:
         try:
             await self.ctx.kube.call(self.ctx.kube.sync.create_custom, key[0], OPERATIONS, child)
+            self._created.add(child)
         except Exception as exc:
             code = getattr(exc, "status", None)
             labels = child["metadata"]["labels"]

@@ -203,6 +203,14 @@ def splice(markdown: str, section: str) -> str:
     return markdown.rstrip("\n") + "\n\n" + section
 
 
+def kept(old: str, new: str) -> str:
+    """``new`` (a results.md that bench.main rendered) with ``old``'s scale section kept."""
+    if BEGIN not in old or END not in old:
+        return new
+    section = BEGIN + old.partition(BEGIN)[2].partition(END)[0] + END + "\n"
+    return splice(new, section)
+
+
 def main(argv: list[str]) -> int:
     """Render SCALE.json into RESULTS.md (defaults: bench/out/scale.json, bench/results.md)."""
     source = Path(argv[0]) if argv else BENCH_DIR / "out" / "scale.json"

@@ -43,8 +43,14 @@ if [[ "${BENCH_PROFILE:-0}" != 0 ]] && ! command -v py-spy >/dev/null; then
   "$PYTHON" -m pip install -q py-spy
 fi
 
+# A bed that was not running before is brought down again at the end (BENCH_KEEP_BED=1
+# keeps it). A bed without kubelets fails `status` but is somebody's running bed: its
+# env.sh says so.
 bed_was_up=
-if bash hack/testenv.sh status >/dev/null 2>&1; then bed_was_up=1; fi
+if bash hack/testenv.sh status >/dev/null 2>&1 \
+  || [[ -f "${IMAGEOPS_TESTENV_DIR:-$REPO/.testenv}/env.sh" ]]; then
+  bed_was_up=1
+fi
 if [[ -z "$bed_was_up" && "${BENCH_KEEP_BED:-}" != 1 ]]; then
   trap 'bash hack/testenv.sh down >/dev/null 2>&1 || true' EXIT
 fi

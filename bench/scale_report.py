@@ -104,6 +104,7 @@ def render(results: dict[str, Any]) -> str:
         "",
         *_targets(runs),
         "",
+        *_baseline(runs),
         *_writes(runs),
         "",
         "![scale](scale.png)",
@@ -112,6 +113,35 @@ def render(results: dict[str, Any]) -> str:
         END,
     ]
     return "\n".join(lines) + "\n"
+
+
+def _baseline(runs: list[dict[str, Any]]) -> list[str]:
+    """The figures before this harness's fixes (bench/scale_baseline.json), for comparison."""
+    path = BENCH_DIR / "scale_baseline.json"
+    if not path.exists():
+        return []
+    base = json.loads(path.read_text())
+    lines = [
+        "Before (bench/scale_baseline.json): " + base["note"],
+        "",
+        "| N | code | status KiB (max / final) | controller writes | per child | status patches "
+        "| controller VmHWM MiB | controller CPU s | apply → all children created s "
+        "| last child done → final s | apply → final s |",
+        "|" + "---|" * 11,
+    ]
+    for run in base["runs"]:
+        row = _row(run).split(" | ")
+        # Keep N, then the code, then the measured columns (children and phase left out).
+        cells = [row[0], run["code"], *row[3:6], *row[7:]]
+        lines.append(" | ".join(cells))
+    if "old_design_final_status_bytes_1000" in base:
+        lines += [
+            "",
+            f"Old status layout at N=1000, finished: "
+            f"{base['old_design_final_status_bytes_1000'] / KIB:.0f} KiB "
+            f"({base['old_design_note']}).",
+        ]
+    return [*lines, ""]
 
 
 def _load(values: list[float]) -> str:

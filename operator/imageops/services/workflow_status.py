@@ -85,6 +85,8 @@ def recorded_steps(
     if not fan_out:
         return {nodes[0]: dict(status.steps)} if nodes else {}
     recorded: dict[str, dict[str, StepStatus]] = {}
+    # One read-only entry shared by every summarised node (a pass reads, never changes it).
+    succeeded = {s: StepStatus(phase=StepPhase.SUCCEEDED) for s in status.succeeded}
     for name in nodes:
         node = status.nodes.get(name)
         if node is None:
@@ -92,7 +94,7 @@ def recorded_steps(
         if node.steps or node.phase != Phase.SUCCEEDED:
             recorded[name] = dict(node.steps)
         else:
-            recorded[name] = {s: StepStatus(phase=StepPhase.SUCCEEDED) for s in status.succeeded}
+            recorded[name] = succeeded
     return recorded
 
 

@@ -157,6 +157,7 @@ class RecentCreates:
     def __init__(self, ttl: float = 30.0) -> None:
         self.ttl = ttl
         self._at: dict[tuple[str, str], float] = {}
+        self._prune_at = 1000  # size that triggers the next clean-up (doubles with the memo)
 
     @staticmethod
     def _key(body: Mapping[str, Any]) -> tuple[str, str]:
@@ -171,8 +172,9 @@ class RecentCreates:
     def add(self, body: Mapping[str, Any]) -> None:
         """Record a creation (and forget the expired ones, so the memo stays small)."""
         now = time.monotonic()
-        if len(self._at) > 1000:
+        if len(self._at) > self._prune_at:
             self._at = {k: t for k, t in self._at.items() if now - t < self.ttl}
+            self._prune_at = max(1000, 2 * len(self._at))  # not again at every add
         self._at[self._key(body)] = now
 
 

@@ -109,6 +109,7 @@ def render(results: dict[str, Any]) -> str:
         "",
         "![scale](scale.png)",
         "",
+        *_notes(),
         *_profile(runs),
         END,
     ]
@@ -142,6 +143,12 @@ def _baseline(runs: list[dict[str, Any]]) -> list[str]:
             f"({base['old_design_note']}).",
         ]
     return [*lines, ""]
+
+
+def _notes() -> list[str]:
+    """Hand-written findings (bench/scale_notes.md), included as they are."""
+    path = BENCH_DIR / "scale_notes.md"
+    return [path.read_text().rstrip("\n"), ""] if path.exists() else []
 
 
 def _load(values: list[float]) -> str:

@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export PYTHONPATH := $(CURDIR)/operator
 
-.PHONY: help venv lint docs grpc crds chart-crds image kind-up test test-unit demo bench testenv-up testenv-down clean
+.PHONY: help venv lint docs grpc crds chart-crds image kind-up test test-unit demo bench bench-scale testenv-up testenv-down clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -61,6 +61,9 @@ demo: venv ## test bed up, operator running, examples applied and their statuses
 
 bench: venv ## benchmarks against the docker CLI: bench/results.md, bench/*.png
 	bash bench/run.sh
+
+bench-scale: venv ## fan-out to 10/100/1000 (simulated) nodes: the Scale section of bench/results.md
+	bash bench/scale.sh
 
 testenv-up: ## bring the test bed up (see hack/testenv.sh)
 	bash hack/testenv.sh up

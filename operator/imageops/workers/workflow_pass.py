@@ -13,6 +13,7 @@ import logging
 from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
 from imageops.adapters.kube import ObjectRef
@@ -49,22 +50,11 @@ class _Run:
     meta: RunMeta
 
 
-def is_older(current: WorkflowObject | None, new: WorkflowObject) -> bool:
-    """Whether ``new`` is an older version of the object than ``current``.
-
-    resourceVersions are opaque to clients, but the API server's are etcd
-    revisions: when both parse as integers, they order the versions.
-    """
-    if current is None or current.meta.uid != new.meta.uid:
-        return False
-    try:
-        return int(new.meta.resource_version or "") < int(current.meta.resource_version or "")
-    except ValueError:
-        return False
+_VIEWS = objects.ChildViews()  # one per process: views depend on the child's version only
 
 
 def _views(children: Sequence[Mapping[str, Any]]) -> list[ChildView]:
-    return [v for v in map(workflow_status.child_view, children) if v is not None]
+    return _VIEWS.of(children)
 
 
 def _current(child: Mapping[str, Any], generation: int, uid: str) -> bool:
@@ -94,6 +84,7 @@ class WorkflowPass:
         self.rejected = rejected
         self.again = again  # another pass right after this one
         self._nodes_waited = False
+        self._created = objects.RecentCreates()
 
     async def run(self, key: Key, wf: WorkflowObject, now: datetime) -> float | None:
         """Plan and record the current generation's run; the next pass's delay."""
@@ -114,7 +105,8 @@ class WorkflowPass:
         stale = [
             str(c["metadata"]["name"])
             for c in children
-            if workflow_status.owned_by_workflow(c) and c not in mine
+            # Not `c not in mine`: a list's membership test compares bodies, O(children²).
+            if workflow_status.owned_by_workflow(c) and not _current(c, generation, uid)
         ]
         await objects.delete_operations(self.ctx.kube, key[0], stale)
         try:
@@ -161,8 +153,8 @@ class WorkflowPass:
         if not await self._write(run, status):
             return None
         await objects.delete_operations(self.ctx.kube, key[0], plan.delete)
-        for child in plan.create:
-            await self._create(key, meta.generation, child)
+        fresh = [c for c in plan.create if not self._created.fresh(c)]
+        await objects.run_limited([partial(self._create, key, meta.generation, c) for c in fresh])
         if status.phase in FINISHED:
             return 0.0  # the next pass starts the ttlSecondsAfterFinished
         return _sooner(self.ctx.resync_interval, left)
@@ -276,6 +268,7 @@ class WorkflowPass:
     async def _create(self, key: Key, generation: int, child: dict[str, Any]) -> None:
         try:
             await self.ctx.kube.call(self.ctx.kube.sync.create_custom, key[0], OPERATIONS, child)
+            self._created.add(child)
         except Exception as exc:
             code = getattr(exc, "status", None)
             labels = child["metadata"]["labels"]

@@ -34,11 +34,12 @@ from typing import Any
 from imageops.adapters.kube import ObjectRef
 from imageops.models.workflow import PLURAL
 from imageops.models.workflow_object import WorkflowObject
+from imageops.services import workflow_status
 from imageops.services.workflow_status import FINISHED
 from imageops.workers.context import ControllerContext
 from imageops.workers.opindex import workflow_of
 from imageops.workers.queue import WorkQueue
-from imageops.workers.workflow_pass import Key, Rejected, WorkflowPass, is_older
+from imageops.workers.workflow_pass import Key, Rejected, WorkflowPass
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +63,9 @@ class WorkflowReconciler:
             self._rejected.pop(key, None)
             self.queue.forget(key)
             return
-        if is_older(self.workflows.get(key), wf):
-            return
+        held = self.workflows.get(key)
+        if workflow_status.is_older(held.meta if held else None, wf.meta, same=True):
+            return  # an older version, or the one this controller's last write returned
         self.workflows[key] = wf
         self.queue.add(key)
 

@@ -41,6 +41,12 @@ class ObjectRef:
     uid: str
 
     @classmethod
+    def of(cls, obj: Any, plural: str) -> ObjectRef:
+        """Build from a validated resource model (``api_version``, ``kind``, typed ``metadata``)."""
+        meta = obj.metadata
+        return cls(obj.api_version, obj.kind, plural, meta.namespace, meta.name, meta.uid)
+
+    @classmethod
     def from_body(cls, body: Any, plural: str) -> ObjectRef:
         """Build from a kopf body or a plain dict of the object."""
         meta = body["metadata"]

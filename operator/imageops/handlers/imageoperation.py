@@ -8,7 +8,7 @@ is validated into the models here, once: the agent works on typed objects.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import kopf
 from pydantic import ValidationError
@@ -21,8 +21,10 @@ from imageops.models.imageoperation import (
     ImageOperationSpec,
     InvalidSpec,
 )
-from imageops.workers.agent import Agent
-from imageops.workers.opindex import OperationIndex
+
+if TYPE_CHECKING:  # each role's process imports only its own workers
+    from imageops.workers.agent import Agent
+    from imageops.workers.opindex import OperationIndex
 
 
 def parse(body: Mapping[str, Any]) -> tuple[ImageOperationHead, ImageOperationSpec | InvalidSpec]:

@@ -12,7 +12,6 @@ from collections.abc import Sequence
 
 from imageops import __version__
 from imageops.adapters.backends import RUNTIMES
-from imageops.models.crd import write_crds
 from imageops.runtime.operator import ROLES, RunOptions, run
 
 
@@ -151,6 +150,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script."""
     args = build_parser().parse_args(argv)
     if args.command == "crds":
+        from imageops.models.crd import write_crds  # here: `imageops run` never needs it
+
         for path in write_crds(args.output):
             print(path)
         return 0

@@ -27,6 +27,7 @@ from imageops.models.base import GROUP
 from imageops.models.imageoperation import PLURAL
 from imageops.models.imagesession import PLURAL as SESSION_PLURAL
 from imageops.models.workflow import PLURAL as WORKFLOW_PLURAL
+from imageops.runtime.imports import refused
 from imageops.workers.health import probe_watches, wait_until_served
 from imageops.workers.heartbeat import run_heartbeat
 
@@ -236,7 +237,8 @@ def _agent(options: RunOptions, kube: AsyncKube) -> Agent:
     choice = detect_runtime(
         options.runtime, options.runtime_endpoint, options.docker_host, options.runtime_socket_dir
     )
-    backend = make_runtime_backend(choice, options.docker_backend)
+    with refused("charset_normalizer", "chardet"):  # see runtime.imports
+        backend = make_runtime_backend(choice, options.docker_backend)
     config = AgentConfig(
         node_name=options.node_name,
         max_concurrent=options.max_concurrent,

@@ -24,6 +24,7 @@ from typing import Any
 
 from imageops.adapters import metrics
 from imageops.adapters.kube import AsyncKube, ObjectRef
+from imageops.adapters.memory import release_free_memory
 from imageops.models.common import Action, ErrorReason, Phase, PullPolicy
 from imageops.models.imageoperation import (
     PLURAL,
@@ -132,8 +133,15 @@ class Agent:
         current = self.running.get(uid)
         if current and current.task is task:
             del self.running[uid]
+            if not self.running:
+                # Idle again: hand the memory of the burst back (the agent idles most of the time).
+                asyncio.get_running_loop().call_later(0.1, self._trim)
         if not task.cancelled() and task.exception():
             log.error("operation task failed", exc_info=task.exception())
+
+    def _trim(self) -> None:
+        if not self.running:
+            release_free_memory()
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         """Run best-effort work (posting an Event) without making the operation wait for it."""

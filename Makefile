@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export PYTHONPATH := $(CURDIR)/operator
 
-.PHONY: help venv lint grpc crds chart-crds image kind-up test test-unit demo bench testenv-up testenv-down clean
+.PHONY: help venv lint docs grpc crds chart-crds image kind-up test test-unit demo bench bench-scale testenv-up testenv-down clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -18,10 +18,18 @@ $(VENV)/.installed: pyproject.toml
 
 venv: $(VENV)/.installed ## create .venv with the package and dev tools
 
-lint: venv ## ruff, mypy and the layer contracts
+SHELL_SCRIPTS := $(wildcard hack/*.sh hack/lib/*.sh bench/*.sh)
+
+lint: venv ## ruff (check and format), mypy, the import contracts, shellcheck
 	$(VENV)/bin/ruff check operator tests hack $(wildcard bench)
+	$(VENV)/bin/ruff format --check operator tests hack $(wildcard bench)
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
+	@command -v shellcheck >/dev/null || { echo "shellcheck missing: apt-get install shellcheck (make testenv-up installs it)"; exit 1; }
+	shellcheck -x $(SHELL_SCRIPTS)
+
+docs: venv ## regenerate the docs' generated tables: README options, docs/install.md chart values (helm-docs)
+	$(PY) hack/gen_docs.py
 
 crds: venv ## regenerate crds/ and the chart's copy from the models
 	$(VENV)/bin/imageops crds --output crds
@@ -53,6 +61,9 @@ demo: venv ## test bed up, operator running, examples applied and their statuses
 
 bench: venv ## benchmarks against the docker CLI: bench/results.md, bench/*.png
 	bash bench/run.sh
+
+bench-scale: venv ## fan-out to 10/100/1000 (simulated) nodes: the Scale section of bench/results.md
+	bash bench/scale.sh
 
 testenv-up: ## bring the test bed up (see hack/testenv.sh)
 	bash hack/testenv.sh up

@@ -14,7 +14,7 @@ from typing import Any
 
 from tests.testbed import Testbed
 
-from bench import fanout, node, overhead, plots, report, throughput, workflows
+from bench import fanout, node, overhead, plots, report, scale_report, throughput, workflows
 from bench.common import Settings, commit_info, log, machine_info
 from bench.context import MAIN_NODE, Context
 from bench.images import RegistryLog
@@ -145,7 +145,9 @@ def main() -> int:
     (settings.work_dir / "results.json").write_text(json.dumps(results, indent=1, default=str))
     for path in plots.write_all(results, out):
         log(f"wrote {path}")
-    (out / "results.md").write_text(report.render(results))
+    previous = (out / "results.md").read_text() if (out / "results.md").exists() else ""
+    # The Scale section comes from make bench-scale (bench/scale_report.py): keep it.
+    (out / "results.md").write_text(scale_report.kept(previous, report.render(results)))
     log(f"wrote {out / 'results.md'}")
     if errors:
         log(f"sections failed: {', '.join(errors)}")

@@ -4,6 +4,8 @@
 # Brings the test bed up (hack/testenv.sh up), applies crds/, then runs
 # python -m bench.main, which writes bench/results.md and bench/*.png
 # (raw results, operator logs and profiles go to bench/out/, gitignored).
+# The scale benchmark (a fan-out to 10/100/1000 simulated nodes) is separate:
+# bash bench/scale.sh (make bench-scale); it writes the Scale section of results.md.
 #
 # Environment (the defaults take about 5 minutes on a 2-core machine):
 #   BENCH_REPEAT=5         repetitions of P1 (per size and action) and workflows

@@ -7,13 +7,15 @@
 # hack/tools/helm (helm pins other k8s.io library versions than kube-apiserver),
 # and links them into a bin directory. The helm cache directory also gets the
 # ServiceMonitor and PrometheusRule CRDs of prometheus-operator (a Go module too),
-# for chart tests.
+# for chart tests. helm-docs (the chart's values table in docs/install.md, `make
+# docs`) comes from its own module in hack/tools/helm-docs.
 # containerd 2.x, its runc shim, ctr and crictl come from hack/tools/containerd
 # and are linked as containerd2, containerd2-shim-runc-v2, ctr2 and crictl.
 #
 # Cache: the binaries live OUTSIDE the repo, in
 #   ${IMAGEOPS_TOOLS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/imageops/tools}/<key>/
 #   ${IMAGEOPS_TOOLS_CACHE:-...}/helm-<helm key>/
+#   ${IMAGEOPS_TOOLS_CACHE:-...}/helm-docs-<helm-docs key>/
 #   ${IMAGEOPS_TOOLS_CACHE:-...}/node-<node key>/     (kubelet, pause: patched)
 #   ${IMAGEOPS_TOOLS_CACHE:-...}/cri-dockerd-<key>/   (patched)
 #   ${IMAGEOPS_TOOLS_CACHE:-...}/containerd-<containerd key>/
@@ -38,6 +40,9 @@ HELM_MOD="$REPO/hack/tools/helm"
 # imageops-health: kstatus, Flux's ssa WaitForSet and Argo CD's Lua health
 # runner on live objects (tests/e2e/test_gitops.py); its own module and key.
 HEALTH_MOD="$REPO/hack/tools/health"
+# helm-docs writes the values table of docs/install.md from values.yaml's
+# `# --` comments (make docs; tests/unit/test_docs.py checks the drift).
+HELM_DOCS_MOD="$REPO/hack/tools/helm-docs"
 # containerd 2.x (+ its runc shim and ctr) and crictl for the bed's containerd
 # nodes: a module and cache key of their own, so pinning them never rebuilds
 # the Kubernetes binaries.
@@ -108,6 +113,20 @@ health_cache_key() {
   { cat "$HEALTH_MOD/go.mod" "$HEALTH_MOD/go.sum" "$HEALTH_MOD"/*.go
     printf 'recipe=%s arch=%s\n' "$RECIPE_VERSION" "$(uname -m)"
   } | sha256sum | cut -c1-16
+}
+
+helm_docs_cache_key() {
+  { cat "$HELM_DOCS_MOD/go.mod" "$HELM_DOCS_MOD/go.sum"
+    printf 'recipe=%s ldflags=%s arch=%s\n' "$RECIPE_VERSION" "$(helm_docs_ldflags)" "$(uname -m)"
+  } | sha256sum | cut -c1-16
+}
+
+# helm-docs --version reports these (its release build stamps them the same way).
+helm_docs_ldflags() {
+  local v
+  v=$(pinned_version github.com/norwoodj/helm-docs "$HELM_DOCS_MOD")
+  [[ -n "$v" ]] || die "github.com/norwoodj/helm-docs not pinned in $HELM_DOCS_MOD/go.mod"
+  printf '%s' "-s -w -X main.version=${v#v}"
 }
 
 cache_key() {
@@ -235,6 +254,17 @@ ensure_prom_crds() {
   flock 9
   fetch_prom_crds "$dir" "$(find_go "$root")" "$dir/build.log"
   exec 9>&-
+}
+
+build_helm_docs_into() {
+  local out="$1" gobin="$2"
+  log "building helm-docs $(pinned_version github.com/norwoodj/helm-docs "$HELM_DOCS_MOD") with $("$gobin" version) (log: $out.log)"
+  if ! (cd "$HELM_DOCS_MOD" && CGO_ENABLED=0 GOTOOLCHAIN="${GOTOOLCHAIN:-auto}" GOFLAGS=-buildvcs=false \
+        "$gobin" build -ldflags "$(helm_docs_ldflags)" -o "$out/helm-docs" \
+        github.com/norwoodj/helm-docs/cmd/helm-docs >"$out.log" 2>&1); then
+    tail -n 30 "$out.log" >&2
+    die "go build of helm-docs failed (full log: $out.log)"
+  fi
 }
 
 build_health_into() {
@@ -389,9 +419,10 @@ cached_build() {
 main() {
   local bin_dir="${1:-${IMAGEOPS_TESTENV_DIR:-$REPO/.testenv}/bin}"
   local root="${IMAGEOPS_TOOLS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/imageops/tools}"
-  local dir helm_dir health_dir node_dir crid_dir ctd_dir b
+  local dir helm_dir helm_docs_dir health_dir node_dir crid_dir ctd_dir b
   dir="$root/$(cache_key)"
   helm_dir="$root/helm-$(helm_cache_key)"
+  helm_docs_dir="$root/helm-docs-$(helm_docs_cache_key)"
   health_dir="$root/health-$(health_cache_key)"
   node_dir="$root/node-$(node_cache_key)"
   crid_dir="$root/cri-dockerd-$(cri_dockerd_cache_key)"
@@ -403,6 +434,7 @@ main() {
   for b in "${PROM_CRDS[@]}"; do
     [[ -f "$helm_dir/monitoring.coreos.com_$b.yaml" ]] || die "missing the $b CRD in $helm_dir"
   done
+  cached_build "$root" "$helm_docs_dir" build_helm_docs_into helm-docs
   cached_build "$root" "$health_dir" build_health_into imageops-health
   cached_build "$root" "$node_dir" build_node_into kubelet pause
   cached_build "$root" "$crid_dir" build_cri_dockerd_into cri-dockerd
@@ -414,6 +446,7 @@ main() {
   for b in kubelet pause; do ln -sfn "$node_dir/$b" "$bin_dir/$b"; done
   ln -sfn "$crid_dir/cri-dockerd" "$bin_dir/cri-dockerd"
   ln -sfn "$helm_dir/helm" "$bin_dir/helm"
+  ln -sfn "$helm_docs_dir/helm-docs" "$bin_dir/helm-docs"
   ln -sfn "$health_dir/imageops-health" "$bin_dir/imageops-health"
   # Suffixed names: Debian's containerd 1.6 and ctr stay what PATH finds first.
   ln -sfn "$ctd_dir/containerd" "$bin_dir/containerd2"

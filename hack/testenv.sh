@@ -53,6 +53,8 @@ source "$REPO/hack/lib/testenv-faults.sh"
 source "$REPO/hack/lib/testenv-containerd.sh"
 # shellcheck source=hack/lib/testenv-node.sh
 source "$REPO/hack/lib/testenv-node.sh"
+# shellcheck source=hack/lib/testenv-node-down.sh
+source "$REPO/hack/lib/testenv-node-down.sh"
 
 declare -A STATE=()
 APISERVER_STARTED=
@@ -203,7 +205,7 @@ cmd_up() {
 kill_leftovers() {
   local p cmd
   for p in /proc/[0-9]*; do
-    cmd=$(tr '\0' ' ' <"$p/cmdline" 2>/dev/null) || continue
+    cmd=$(tr '\0' ' ' 2>/dev/null <"$p/cmdline") || continue  # stderr first: a process may exit meanwhile
     if [[ "$cmd" == *"$RUNDIR/exec/"* ]]; then
       log "killing leftover ${p#/proc/}: ${cmd:0:80}"
       kill -KILL "${p#/proc/}" 2>/dev/null || true

@@ -19,6 +19,7 @@ import pytest
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
+from imageops.models.base import GROUP, VERSION
 from imageops.models.crd import RESOURCES, build_crd
 from tests.e2e.fixtures import log_dir, operator, ops, testbed  # noqa: F401  (ImageOperation e2e)
 from tests.testbed import require
@@ -52,6 +53,51 @@ def install_crds(api: client.ApiClient, timeout: float = 30) -> None:
         )
     for name in names:
         watch_established(ext, name, timeout)
+    wait_for_garbage_collector(api)
+
+
+def wait_for_garbage_collector(api: client.ApiClient, timeout: float = 90) -> None:
+    """Wait until kube-controller-manager's garbage collector handles our kinds.
+
+    It discovers new CRDs on a 30 s resync; until then, deleting a Workflow
+    leaves its children (owner references) for up to that long. A probe owner
+    and dependent in ``default`` show when it is ready (at once on a bed that
+    already had the CRDs).
+    """
+    custom = client.CustomObjectsApi(api)
+    name = f"gc-probe-{uuid.uuid4().hex[:8]}"
+    owner = custom.create_namespaced_custom_object(
+        GROUP,
+        VERSION,
+        "default",
+        "imagesessions",
+        {"apiVersion": f"{GROUP}/{VERSION}", "kind": "ImageSession", "metadata": {"name": name}},
+    )
+    ref = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "ImageSession",
+        "name": name,
+        "uid": owner["metadata"]["uid"],
+    }
+    dependent = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "ImageOperation",
+        "metadata": {"name": name, "ownerReferences": [ref]},
+        # A node no agent serves: nothing runs it.
+        "spec": {"action": "Pull", "image": "gc-probe.invalid/probe:1", "nodeName": name},
+    }
+    custom.create_namespaced_custom_object(GROUP, VERSION, "default", "imageoperations", dependent)
+    custom.delete_namespaced_custom_object(GROUP, VERSION, "default", "imagesessions", name)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            custom.get_namespaced_custom_object(GROUP, VERSION, "default", "imageoperations", name)
+        except ApiException as exc:
+            if exc.status == 404:
+                return
+            raise
+        time.sleep(0.5)
+    missing(f"the garbage collector did not delete {name} in {timeout:.0f}s")
 
 
 def watch_established(ext: client.ApiextensionsV1Api, name: str, timeout: float) -> None:

@@ -400,7 +400,12 @@ def test_fail_fast_cancels_and_rolls_back_the_moved_tag(
         if c["metadata"]["labels"].get("imageops.dev/role") == "rollback"
     ]
     assert rollback["spec"]["image"] == before and rollback["spec"]["force"] is True
-    assert {"Started", "RollingBack", "Failed"} <= set(wfs.events("release"))
+    # The Failed Event is posted after the status write that a user saw first.
+    wait_until(
+        lambda: {"Started", "RollingBack", "Failed"} <= set(wfs.events("release")),
+        10,
+        "the workflow's Started, RollingBack and Failed Events",
+    )
 
 
 def test_a_cycle_is_rejected_with_its_path(

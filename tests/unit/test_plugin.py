@@ -161,6 +161,23 @@ def test_fan_out_view_sums_children_per_node() -> None:
     ]
 
 
+def test_a_summarised_fan_out_shows_the_digest_all_nodes_agree_on() -> None:
+    digest = "sha256:" + "a" * 64
+    summary = {"nodes": 30, "digest": digest, "digestNodes": 30}
+    wf = {
+        "metadata": {"name": "w", "namespace": "ns", "generation": 1},
+        "status": {
+            "phase": "Succeeded",
+            "observedGeneration": 1,
+            "nodes": {f"n{i}": {"phase": "Succeeded"} for i in range(30)},
+            "succeeded": {"pull": summary},
+        },
+    }
+    assert view.workflow(wf, []).digest == digest
+    summary["digestNodes"] = 29  # one node reported another digest: none is the result
+    assert view.workflow(wf, []).digest is None
+
+
 def test_piped_and_json_views() -> None:
     out = io.StringIO()
     assert isinstance(make_view(out, None), PlainView)

@@ -9,13 +9,12 @@ from typing import Any
 from imageops.models.common import Action, ErrorReason, Phase
 from imageops.models.imagesession import ImageSessionSpec, ImageSessionStatus
 from imageops.services.conditions import get_condition
+from imageops.services.session_archive import archive_name, build_archive
 from imageops.services.session_stats import (
     ERROR_MESSAGE_LIMIT,
     RECORDED_ANNOTATION,
     Finished,
     activity_time,
-    archive_name,
-    build_archive,
     expiry_due,
     finished_from_body,
     fold,

@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from imageops.models.common import ErrorInfo, ErrorReason, Phase
+from imageops.models.meta import ObjectMeta
 from imageops.models.workflow import StepPhase, StepStatus, WorkflowSpec, WorkflowStatus
 from imageops.services import workflow_status as ws
 from imageops.services.dag import ChildView
@@ -253,9 +254,10 @@ def test_ownership_and_versions() -> None:
     other = {"apiVersion": "apps/v1", "kind": "Workflow", "uid": "u3"}
     assert not ws.is_workflow_ref(other)
 
-    def body(rv: str, uid: str = "u") -> dict[str, Any]:
-        return {"metadata": {"uid": uid, "resourceVersion": rv}}
+    def body(rv: str, uid: str = "u") -> ObjectMeta:
+        return ObjectMeta(name="w", uid=uid, resource_version=rv)
 
     assert ws.is_older(body("10"), body("9")) and not ws.is_older(body("9"), body("10"))
     assert not ws.is_older(None, body("1")) and not ws.is_older(body("10", "a"), body("9", "b"))
     assert not ws.is_older(body("x"), body("9"))
+    assert ws.is_older(body("9"), body("9"), same=True) and not ws.is_older(body("9"), body("9"))

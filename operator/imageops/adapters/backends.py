@@ -7,12 +7,12 @@ import os
 from dataclasses import dataclass
 
 from imageops.services.backend import ImageBackend
+from imageops.settings import BACKEND_KINDS, DEFAULTS, RUNTIMES
 
 log = logging.getLogger(__name__)
 
-BACKEND_KINDS: tuple[str, ...] = ("sdk", "cli")
-RUNTIMES: tuple[str, ...] = ("auto", "docker", "containerd", "cri")
-DEFAULT_SOCKET_DIR = "/var/run"
+__all__ = ["BACKEND_KINDS", "RUNTIMES"]  # defined with the options of imageops run
+DEFAULT_SOCKET_DIR = DEFAULTS.runtime_socket_dir
 # Probed in this order, as OpenKruise's daemon does: the first socket found wins.
 SOCKET_CANDIDATES: tuple[tuple[str, str], ...] = (
     ("containerd", "containerd.sock"),

@@ -101,9 +101,11 @@ class Kube:
         body: Any = None,
         content_type: str = JSON,
         query: dict[str, Any] | None = None,
+        accept: str = JSON,
+        timeout: tuple[float, float] = REQUEST_TIMEOUT,
     ) -> Any:
         """Any API call (see :meth:`KubeHttp.request`): the decoded JSON answer."""
-        return self.api.request(method, path, body, content_type, query)
+        return self.api.request(method, path, body, content_type, query, timeout, accept)
 
     def get_secret(self, namespace: str, name: str) -> tuple[str | None, dict[str, str]] | None:
         """A Secret's type and base64 data, or None when it does not exist."""
@@ -191,30 +193,6 @@ class Kube:
             if exc.status != 409:
                 raise
             self.api.request("PUT", f"{path}/{name}", body)
-
-    def read_agent_leases(
-        self, namespace: str, label: str
-    ) -> tuple[dict[str, tuple[datetime, int]], dict[str, dict[str, str]]]:
-        """Agents' leases (node → renew time, duration) and every Node's labels."""
-        leases: dict[str, tuple[datetime, int]] = {}
-        path = f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases"
-        found = self.api.request("GET", path, query={"labelSelector": label}, timeout=(3, 10))
-        for lease in found.get("items") or []:
-            # The holder is the node's full name (label values are cut at 63 characters).
-            spec = lease.get("spec") or {}
-            if spec.get("holderIdentity") and spec.get("renewTime"):
-                renewed = datetime.fromisoformat(spec["renewTime"])
-                leases[spec["holderIdentity"]] = (
-                    renewed,
-                    int(spec.get("leaseDurationSeconds") or 0),
-                )
-        nodes = self.api.request("GET", "/api/v1/nodes", timeout=(3, 10))
-        labels = {
-            n["metadata"]["name"]: dict(n["metadata"].get("labels") or {})
-            for n in nodes.get("items") or []
-            if (n.get("metadata") or {}).get("name")
-        }
-        return leases, labels
 
     def renew_lease(
         self, namespace: str, name: str, holder: str, duration: int, labels: dict[str, str]

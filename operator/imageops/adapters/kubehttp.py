@@ -138,8 +138,8 @@ class KubeHttp:
         retries = urllib3.Retry(total=1, read=0, redirect=0, status=0, raise_on_status=False)
         return urllib3.PoolManager(maxsize=self._maxsize, ssl_context=context, retries=retries)
 
-    def _headers(self, content_type: str) -> dict[str, str]:
-        headers = {"Accept": JSON, "Content-Type": content_type, "User-Agent": "imageops"}
+    def _headers(self, content_type: str, accept: str) -> dict[str, str]:
+        headers = {"Accept": accept, "Content-Type": content_type, "User-Agent": "imageops"}
         creds = self._creds
         if creds.token:
             headers["Authorization"] = f"Bearer {creds.token}"
@@ -155,6 +155,7 @@ class KubeHttp:
         content_type: str = JSON,
         query: dict[str, Any] | None = None,
         timeout: tuple[float, float] = REQUEST_TIMEOUT,
+        accept: str = JSON,
     ) -> Any:
         """One call; the decoded JSON answer (None when empty). Raises ApiError on >= 400."""
         url = self._creds.server + path + _query(query)
@@ -162,7 +163,7 @@ class KubeHttp:
         limits = urllib3.Timeout(connect=timeout[0], read=timeout[1])
         for relogin in (True, False):
             response = self._pool.request(
-                method, url, body=data, headers=self._headers(content_type), timeout=limits
+                method, url, body=data, headers=self._headers(content_type, accept), timeout=limits
             )
             if response.status == 401 and relogin:
                 # A rotated service-account token (or an expired one): log in again, once.

@@ -25,6 +25,7 @@ from prometheus_client import (
 )
 
 from imageops.models.common import Action, ErrorReason, Phase
+from imageops.settings import DEFAULTS
 
 OPERATIONS = Counter(
     "imageops_operations_total", "Finished image operations.", ["action", "result"]
@@ -165,7 +166,9 @@ class WatchHealth:
     down for longer than ``down_bound`` seconds makes the process not live.
     """
 
-    def __init__(self, names: Iterable[str], down_bound: float = 300.0) -> None:
+    def __init__(
+        self, names: Iterable[str], down_bound: float = DEFAULTS.watch_down_seconds
+    ) -> None:
         self.down_bound = down_bound
         now = time.monotonic()
         self._lock = threading.Lock()

@@ -1,7 +1,8 @@
-"""kopf handler for ImageSession: thin, it hands every event to the session tracker.
+"""kopf handler for ImageSession: validates the body once and hands it to the tracker.
 
-No finalizer, timer or daemon: expiry runs in the tracker's sweeper, and a
-deletion is handled from the DELETED event, so deleting a session never hangs.
+No finalizer, timer or daemon: expiry is a requeue-after of the tracker's
+work queue, and a deletion is handled from the DELETED event, so deleting a
+session never hangs.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from typing import Any
 import kopf
 
 from imageops.models.base import GROUP, VERSION
-from imageops.models.imagesession import PLURAL
+from imageops.models.imagesession import PLURAL, ImageSession
 from imageops.workers.sessions import SessionTracker
 
 
@@ -20,4 +21,4 @@ def register(registry: kopf.OperatorRegistry, tracker: SessionTracker) -> None:
 
     @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry)
     async def imagesession_event(event: kopf.RawEvent, **_: Any) -> None:
-        await tracker.observe(event.get("type"), event["object"])
+        await tracker.observe(event.get("type"), ImageSession.from_body(event["object"]))

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import ConfigDict, Field
 
@@ -18,6 +19,7 @@ from imageops.models.common import (
     Phase,
 )
 from imageops.models.imageoperation import OperationDefaults
+from imageops.models.meta import ObjectMeta, lenient
 
 KIND = "ImageSession"
 PLURAL = "imagesessions"
@@ -198,15 +200,27 @@ class ImageSessionStatus(CamelModel):
 
 
 class ImageSession(CamelModel):
-    """The ImageSession resource as the handlers see it (metadata kept loose)."""
+    """The ImageSession resource as the workers take it: validated once, at the kopf edge."""
 
     model_config = ConfigDict(extra="ignore")
 
     api_version: str = API_VERSION
     kind: str = KIND
-    metadata: dict[str, object] = Field(default_factory=dict)
+    metadata: ObjectMeta
     spec: ImageSessionSpec = Field(default_factory=ImageSessionSpec)
     status: ImageSessionStatus = Field(default_factory=ImageSessionStatus)
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any]) -> ImageSession:
+        """A watch event's body; spec and status leniently (fields unknown to this
+        version are dropped, an invalid part falls back to its defaults)."""
+        return cls(
+            api_version=str(body.get("apiVersion") or API_VERSION),
+            kind=str(body.get("kind") or KIND),
+            metadata=ObjectMeta.model_validate(body["metadata"]),
+            spec=lenient(ImageSessionSpec, body.get("spec")),
+            status=lenient(ImageSessionStatus, body.get("status")),
+        )
 
 
 __all__ = [

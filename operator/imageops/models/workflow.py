@@ -36,6 +36,10 @@ MAX_STEPS = 50
 MAX_DEPENDENCIES = 20
 MAX_NODES = 1000
 MAX_CONDITIONS = 16
+# A fan-out over more nodes than this keeps its status small (etcd stores at most
+# 1.5 MiB per object, and every write rewrites all of it): its succeeded and pending
+# nodes are listed with their phase only, the succeeded steps' results summarised.
+MAX_DETAILED_NODES = 20
 
 StepName = Annotated[str, Field(min_length=1, max_length=63, pattern=DNS_LABEL)]
 
@@ -238,7 +242,42 @@ class NodeStatus(CamelModel):
     """Observed state of the workflow on one node of a fan-out."""
 
     phase: Phase = Field(default=Phase.PENDING, description="Phase of the run on this node.")
-    steps: StepStatusMap = Field(default_factory=dict)
+    steps: StepStatusMap = Field(
+        default_factory=dict,
+        description=f"Step name to the step's state. In a fan-out over more than "
+        f"{MAX_DETAILED_NODES} nodes, left out for a node that succeeded (see "
+        "status.succeeded) or has not started.",
+    )
+
+
+class StepSummary(CamelModel):
+    """What one step produced on the succeeded nodes of a large fan-out."""
+
+    nodes: int = Field(default=0, ge=0, description="Succeeded nodes summarised here.")
+    digest: str | None = Field(
+        default=None, max_length=135, description="Registry digest most of them reported."
+    )
+    digest_nodes: int | None = Field(
+        default=None,
+        ge=0,
+        description="How many of them reported that digest (less than nodes: they differ).",
+    )
+    image_id: str | None = Field(
+        default=None, max_length=135, description="Local image ID most of them reported."
+    )
+    last_completion_time: datetime | None = Field(
+        default=None, description="When the last of them finished the step."
+    )
+
+
+class NodeCounts(CamelModel):
+    """How many nodes of a fan-out are in each phase."""
+
+    total: int = Field(default=0, ge=0, description="All nodes of the run.")
+    succeeded: int = Field(default=0, ge=0, description="Nodes where every step succeeded.")
+    failed: int = Field(default=0, ge=0, description="Nodes that finished with a failed step.")
+    running: int = Field(default=0, ge=0, description="Nodes with steps under way.")
+    pending: int = Field(default=0, ge=0, description="Nodes waiting for their turn.")
 
 
 class StepCounts(CamelModel):
@@ -273,9 +312,20 @@ class WorkflowStatus(CamelModel):
     nodes: dict[str, NodeStatus] = Field(
         default_factory=dict,
         max_length=MAX_NODES,
-        description="Fan-out (allNodes): node name to the run on that node.",
+        description="Fan-out (allNodes): node name to the run on that node (every node "
+        f"of the run; beyond {MAX_DETAILED_NODES} nodes, steps only for running and "
+        "failed ones).",
+    )
+    succeeded: dict[str, StepSummary] = Field(
+        default_factory=dict,
+        max_length=MAX_STEPS,
+        description=f"Fan-out over more than {MAX_DETAILED_NODES} nodes: step name to what "
+        "it produced on the succeeded nodes, which status.nodes lists without steps.",
     )
     counts: StepCounts | None = Field(default=None, description="Steps per phase.")
+    node_counts: NodeCounts | None = Field(
+        default=None, description="Fan-out (allNodes): nodes per phase."
+    )
     progress: str | None = Field(
         default=None, max_length=32, description='Finished of all steps, such as "3/5".'
     )
@@ -317,11 +367,13 @@ __all__ = [
     "SHORT_NAMES",
     "SINGULAR",
     "ImageFrom",
+    "NodeCounts",
     "NodeStatus",
     "OnFailure",
     "StepCounts",
     "StepPhase",
     "StepStatus",
+    "StepSummary",
     "Workflow",
     "WorkflowSpec",
     "WorkflowStatus",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, TextIO
 
 import yaml
@@ -11,6 +11,7 @@ import yaml
 from imageops.adapters.kubeapi import Obj, PluginClient
 from imageops.models import imageoperation, imagesession, workflow
 from imageops.plugin.view import op_phase
+from imageops.services import clock
 from imageops.services.progress_text import human_duration, summary
 
 
@@ -71,7 +72,7 @@ _KINDS = (
 
 def rows(kube: PluginClient, all_namespaces: bool) -> tuple[list[Obj], list[list[str]]]:
     """Every object of the three kinds and its table row (namespace first)."""
-    now = datetime.now(UTC)
+    now = clock.now()
     objects, table = [], []
     for plural, short, row in _KINDS:
         for obj in kube.list(plural, all_namespaces=all_namespaces):

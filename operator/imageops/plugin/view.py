@@ -187,6 +187,12 @@ def _step_states(status: Obj) -> list[Obj]:
     steps = list((status.get("steps") or {}).values())
     for node in (status.get("nodes") or {}).values():
         steps.extend((node.get("steps") or {}).values())
+    # A large fan-out summarises its succeeded nodes per step (status.succeeded).
+    for summary in (status.get("succeeded") or {}).values():
+        steps.append({"digest": summary.get("digest")})
+        agreed = summary.get("digestNodes")
+        if agreed is not None and agreed < (summary.get("nodes") or 0):
+            steps.append({"digest": "(differs)"})  # some nodes reported another digest
     return steps
 
 

@@ -11,7 +11,6 @@ import asyncio
 import logging
 import signal
 from collections.abc import Callable, Coroutine, Iterator
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
 import kopf
@@ -28,6 +27,7 @@ from imageops.models.imageoperation import PLURAL
 from imageops.models.imagesession import PLURAL as SESSION_PLURAL
 from imageops.models.workflow import PLURAL as WORKFLOW_PLURAL
 from imageops.runtime.imports import refused
+from imageops.settings import ROLES, RunSettings
 from imageops.workers.health import probe_watches, wait_until_served
 from imageops.workers.heartbeat import run_heartbeat
 
@@ -35,39 +35,11 @@ if TYPE_CHECKING:
     from imageops.workers.agent import Agent
 
 log = logging.getLogger(__name__)
-ROLES = ("agent", "controller")
 # What each role's kopf operator watches: /readyz is ok only while all are served.
 ROLE_PLURALS = {
     "agent": (PLURAL,),
     "controller": (PLURAL, WORKFLOW_PLURAL, SESSION_PLURAL),
 }
-
-
-@dataclass
-class RunOptions:
-    """Options of ``imageops run``."""
-
-    roles: tuple[str, ...]
-    node_name: str
-    namespaces: list[str] = field(default_factory=list)
-    max_concurrent: int = 5
-    metrics_port: int = 8080
-    allowed_registries: list[str] = field(default_factory=list)
-    docker_backend: str = "sdk"
-    docker_host: str | None = None
-    runtime: str = "auto"
-    runtime_endpoint: str | None = None
-    runtime_socket_dir: str = "/var/run"
-    progress_interval: float = 2.0
-    lease_namespace: str = "default"
-    lease_duration: int = 30
-    node_grace_seconds: float = 60.0
-    sweep_interval: float = 2.0
-    backoff_base: float = 2.0
-    backoff_cap: float = 60.0
-    session_wait_seconds: float = 300.0
-    watch_down_seconds: float = 300.0
-    state_dir: str = "/var/lib/imageops"
 
 
 class _ForeverBackoffs:
@@ -106,7 +78,7 @@ def _registry() -> kopf.OperatorRegistry:
 
 
 def _operator(
-    options: RunOptions,
+    options: RunSettings,
     registry: kopf.OperatorRegistry,
     settings: kopf.OperatorSettings,
     stop: asyncio.Event,
@@ -145,10 +117,10 @@ async def _take_signals(readies: list[asyncio.Event], stop: asyncio.Event) -> No
         loop.add_signal_handler(sig, stop.set)
 
 
-async def run(options: RunOptions) -> None:
+async def run(options: RunSettings) -> None:
     """Run the selected roles until a signal (or a failed operator) stops them."""
     heartbeat = metrics.Heartbeat()
-    roles = [role for role in ROLES if role in options.roles]
+    roles: list[str] = [role for role in ROLES if role in options.roles]
     watched = [(f"{role}/{plural}", plural) for role in roles for plural in ROLE_PLURALS[role]]
     health = metrics.WatchHealth([name for name, _ in watched], options.watch_down_seconds)
     server = metrics.serve(options.metrics_port, heartbeat, health)
@@ -227,7 +199,7 @@ def _served_by(
     return served
 
 
-def _agent(options: RunOptions, kube: AsyncKube) -> Agent:
+def _agent(options: RunSettings, kube: AsyncKube) -> Agent:
     # Imported here: a controller-only process never loads the agent's parts (Docker, grpc).
     from imageops.adapters.backends import detect_runtime, make_runtime_backend
     from imageops.adapters.pull_records import FilePullRecords
@@ -253,7 +225,7 @@ def _agent(options: RunOptions, kube: AsyncKube) -> Agent:
 
 
 def _controller(
-    options: RunOptions, kube: AsyncKube
+    options: RunSettings, kube: AsyncKube
 ) -> tuple[kopf.OperatorRegistry, list[Coroutine[Any, Any, None]]]:
     """The controller's kopf registry and its background loops."""
     # Imported here: an agent-only process never loads the controller's modules.
@@ -286,5 +258,5 @@ def _controller(
     sessions = SessionTracker(ctx)
     ctx.index.subscribe(sessions.on_operation)
     imagesession.register(registry, sessions)
-    loops = [assigner.run_sweeper(), workflows.run_sweeper(), sessions.run_sweeper()]
+    loops = [assigner.run(), workflows.run(), sessions.run()]
     return registry, [ctx.nodes.run(), *loops]

@@ -5,13 +5,15 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 
+from imageops.settings import DEFAULTS
+
 
 def backoff_delay(
     attempt: int,
     *,
-    base: float = 2.0,
+    base: float = DEFAULTS.backoff_base,
     factor: float = 2.0,
-    cap: float = 60.0,
+    cap: float = DEFAULTS.backoff_cap,
     jitter: float = 0.0,
     rand: Callable[[], float] | None = None,
 ) -> float:

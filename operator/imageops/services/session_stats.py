@@ -1,10 +1,11 @@
-"""ImageSession statistics: folding finished operations in, phase, expiry and the archive.
+"""ImageSession statistics: folding finished operations in, phase and expiry.
 
 Pure functions over :class:`ImageSessionStatus`. The controller keeps one
 status per session in memory, folds each finished operation generation in
 exactly once (see :data:`RECORDED_ANNOTATION`), and writes the result. Every
 list is cut to the session's ``historyLimit``, so the status stays bounded
-however many operations the session sees.
+however many operations the session sees. The archive (preserveLogs) is
+:mod:`imageops.services.session_archive`.
 """
 
 from __future__ import annotations
@@ -12,9 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
-
-from pydantic import ValidationError
+from typing import Any
 
 from imageops.models.common import Action, Condition, ConditionStatus, ErrorReason, Phase
 from imageops.models.imagesession import (
@@ -27,18 +26,18 @@ from imageops.models.imagesession import (
     JobCounts,
     SessionPhase,
 )
+from imageops.models.meta import lenient
+from imageops.services import clock
 from imageops.services.conditions import READY, RECONCILING, STALLED, set_condition
 
 # On an ImageOperation: the generation whose result a session has counted.
 RECORDED_ANNOTATION = "imageops.dev/recorded-generation"
 # Error messages are cut so that historyLimit alone bounds the size of status.errors.
 ERROR_MESSAGE_LIMIT = 256
-ARCHIVE_KEY = "history.json"
-ARCHIVE_SUFFIX = "-history"
 TERMINAL = frozenset({Phase.SUCCEEDED.value, Phase.FAILED.value})
 
-Body = Mapping[str, Any]
-M = TypeVar("M", ImageSessionSpec, ImageSessionStatus)
+# ImageOperation bodies (from the OperationIndex) are read raw here: the typed
+# ImageOperation is the agent's side of the redesign and not folded in yet.
 
 
 @dataclass(frozen=True)
@@ -64,12 +63,12 @@ class Finished:
         return f"{self.uid}/{self.generation}"
 
 
-def generation_of(body: Body) -> int:
+def generation_of(body: Mapping[str, Any]) -> int:
     """metadata.generation of an object (1 when absent)."""
     return int(body.get("metadata", {}).get("generation") or 1)
 
 
-def recorded_generation(body: Body) -> int | None:
+def recorded_generation(body: Mapping[str, Any]) -> int | None:
     """The generation an operation's annotation says was counted, if any."""
     value = (body.get("metadata", {}).get("annotations") or {}).get(RECORDED_ANNOTATION)
     try:
@@ -78,25 +77,25 @@ def recorded_generation(body: Body) -> int | None:
         return None
 
 
-def is_finished(body: Body) -> bool:
+def is_finished(body: Mapping[str, Any]) -> bool:
     """Whether the operation's current generation succeeded or failed."""
     status = body.get("status") or {}
     current = status.get("observedGeneration") == generation_of(body)
     return current and status.get("phase") in TERMINAL
 
 
-def is_active(body: Body) -> bool:
+def is_active(body: Mapping[str, Any]) -> bool:
     """Whether the operation is pending or running (not finished, not being deleted)."""
     return not is_finished(body) and not body.get("metadata", {}).get("deletionTimestamp")
 
 
-def activity_time(body: Body) -> datetime | None:
+def activity_time(body: Mapping[str, Any]) -> datetime | None:
     """When an active operation last did something: its start, else its creation."""
     status = body.get("status") or {}
     return parse_time(status.get("startTime") or body.get("metadata", {}).get("creationTimestamp"))
 
 
-def finished_from_body(body: Body, workflow: str | None) -> Finished | None:
+def finished_from_body(body: Mapping[str, Any], workflow: str | None) -> Finished | None:
     """The record of a finished operation, or None while it is not finished."""
     if not is_finished(body):
         return None
@@ -147,21 +146,12 @@ def parse_time(value: Any) -> datetime | None:
 
 def load_status(raw: Mapping[str, Any] | None) -> ImageSessionStatus:
     """A stored status, ignoring fields this version does not know (or empty if invalid)."""
-    return _lenient(ImageSessionStatus, raw)
+    return lenient(ImageSessionStatus, raw)
 
 
 def load_spec(raw: Mapping[str, Any] | None) -> ImageSessionSpec:
     """A session spec, ignoring fields this version does not know (or defaults if invalid)."""
-    return _lenient(ImageSessionSpec, raw)
-
-
-def _lenient(model: type[M], raw: Mapping[str, Any] | None) -> M:
-    # A newer controller may have written fields this one does not know: keep the rest.
-    known = {f.alias or n for n, f in model.model_fields.items()}
-    try:
-        return model.model_validate({k: v for k, v in (raw or {}).items() if k in known})
-    except ValidationError:
-        return model()
+    return lenient(ImageSessionSpec, raw)
 
 
 def fold(status: ImageSessionStatus, item: Finished, history_limit: int) -> None:
@@ -220,7 +210,7 @@ def _fold_error(status: ImageSessionStatus, item: Finished, history_limit: int) 
     errors.by_reason[reason] = errors.by_reason.get(reason, 0) + 1
     errors.recent.append(
         ErrorRecord(
-            time=item.completion_time or datetime.now(UTC),
+            time=item.completion_time or clock.now(),
             operation=item.operation,
             reason=reason,
             message=item.message[:ERROR_MESSAGE_LIMIT],
@@ -265,7 +255,7 @@ def refresh(
     jobs.active = active
     jobs.total = jobs.succeeded + jobs.failed + active + uncounted
     status.observed_generation = generation
-    status.last_activity_time = _seconds(_latest(status.last_activity_time, latest_activity))
+    status.last_activity_time = seconds(_latest(status.last_activity_time, latest_activity))
     trim(status, spec.history_limit)
     if status.phase == SessionPhase.EXPIRED:
         status.conditions = _conditions(status, generation, active, now)
@@ -274,7 +264,7 @@ def refresh(
     status.expires_at = None
     if not active and spec.ttl_seconds_after_idle is not None:
         since = status.last_activity_time or created or now
-        status.expires_at = _seconds(since + timedelta(seconds=spec.ttl_seconds_after_idle))
+        status.expires_at = seconds(since + timedelta(seconds=spec.ttl_seconds_after_idle))
     status.conditions = _conditions(status, generation, active, now)
 
 
@@ -333,11 +323,12 @@ def _conditions(
         cond = Condition(
             type=ctype, status=value, reason=reason, message=message, observed_generation=generation
         )
-        conditions = set_condition(conditions, cond, _seconds(now) or now)
+        conditions = set_condition(conditions, cond, seconds(now) or now)
     return conditions
 
 
-def _seconds(value: datetime | None) -> datetime | None:
+def seconds(value: datetime | None) -> datetime | None:
+    """``value`` in whole seconds (status times are stored so)."""
     return None if value is None else value.replace(microsecond=0)
 
 
@@ -347,36 +338,3 @@ def status_patch(status: ImageSessionStatus) -> dict[str, Any]:
     for name, field in ImageSessionStatus.model_fields.items():
         wire.setdefault(field.alias or name, None)
     return wire
-
-
-def archive_name(session: str) -> str:
-    """The ConfigMap that keeps a session's history: ``<session>-history``."""
-    if len(session) + len(ARCHIVE_SUFFIX) <= 253:
-        return session + ARCHIVE_SUFFIX
-    return session  # already at the name length limit: the session's own name
-
-
-def build_archive(
-    namespace: str,
-    name: str,
-    uid: str,
-    spec: ImageSessionSpec,
-    status: ImageSessionStatus,
-    reason: str,
-    now: datetime,
-) -> dict[str, Any]:
-    """The document archived for preserveLogs: spec, statistics, executions and errors."""
-    history = status.model_copy(deep=True)
-    history.recorded = None
-    history.archived_to = None
-    kept = history.to_wire()
-    kept.pop("conditions", None)
-    return {
-        "apiVersion": "imageops.dev/v1alpha1",
-        "kind": "ImageSessionHistory",
-        "session": {"namespace": namespace, "name": name, "uid": uid},
-        "reason": reason,
-        "archivedAt": (_seconds(now) or now).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "spec": spec.to_wire(),
-        "status": kept,
-    }

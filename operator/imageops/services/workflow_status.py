@@ -16,9 +16,9 @@ from imageops.models.base import GROUP
 from imageops.models.common import ErrorInfo, Phase
 from imageops.models.imageoperation import ImageOperationStatus
 from imageops.models.labels import NODE_LABEL, STEP_LABEL
+from imageops.models.meta import ObjectMeta
 from imageops.models.workflow import (
     KIND,
-    NodeStatus,
     StepCounts,
     StepPhase,
     StepStatus,
@@ -27,6 +27,8 @@ from imageops.models.workflow import (
 )
 from imageops.services.conditions import conditions_for_phase
 from imageops.services.dag import TERMINAL, ChildView
+from imageops.services.workflow_fanout import fan_out_status
+from imageops.services.workflow_fanout import node_phase as node_phase  # re-exported
 from imageops.services.workflow_run import NodeSteps, RunPlan
 
 FINISHED = frozenset({Phase.SUCCEEDED, Phase.FAILED})
@@ -73,22 +75,25 @@ def child_view(body: Mapping[str, Any]) -> ChildView | None:
 def recorded_steps(
     status: WorkflowStatus, nodes: Sequence[str], fan_out: bool
 ) -> dict[str, dict[str, StepStatus]]:
-    """The step states a status recorded, by node."""
-    if fan_out:
-        return {n: dict(status.nodes[n].steps) for n in nodes if n in status.nodes}
-    return {nodes[0]: dict(status.steps)} if nodes else {}
+    """The step states a status recorded, by node.
 
-
-def node_phase(steps: Mapping[str, StepStatus]) -> Phase:
-    """One node's phase from its steps' phases."""
-    phases = [StepPhase(s.phase) for s in steps.values()]
-    if all(p is StepPhase.SUCCEEDED for p in phases):
-        return Phase.SUCCEEDED
-    if all(p in TERMINAL for p in phases):
-        return Phase.FAILED
-    if any(p is not StepPhase.PENDING for p in phases):
-        return Phase.RUNNING
-    return Phase.PENDING
+    A succeeded node of a large fan-out is listed without its steps: every
+    step it has (the keys of status.succeeded) succeeded there.
+    """
+    if not fan_out:
+        return {nodes[0]: dict(status.steps)} if nodes else {}
+    recorded: dict[str, dict[str, StepStatus]] = {}
+    # One read-only entry shared by every summarised node (a pass reads, never changes it).
+    succeeded = {s: StepStatus(phase=StepPhase.SUCCEEDED) for s in status.succeeded}
+    for name in nodes:
+        node = status.nodes.get(name)
+        if node is None:
+            continue
+        if node.steps or node.phase != Phase.SUCCEEDED:
+            recorded[name] = dict(node.steps)
+        else:
+            recorded[name] = succeeded
+    return recorded
 
 
 def counts(steps: NodeSteps) -> StepCounts:
@@ -184,9 +189,7 @@ def run_status(
     status.progress = f"{_finished(status.counts)}/{status.counts.total}"
     status.rolled_back = [t[:MAX_TEXT] for t in plan.rollback.restored[:MAX_ROLLED_BACK]]
     if fan_out:
-        status.nodes = {n: NodeStatus(phase=node_phase(s), steps=s) for n, s in plan.steps.items()}
-        done = sum(1 for node in status.nodes.values() if node.phase in FINISHED)
-        status.nodes_progress = f"{done}/{len(status.nodes)}"
+        fan_out_status(status, plan.steps)
     else:
         status.node, status.steps = next(iter(plan.steps.items()))
     return status
@@ -241,8 +244,13 @@ def _finished(c: StepCounts) -> int:
 
 
 def status_wire(status: WorkflowStatus) -> dict[str, Any]:
-    """The status as stored: camelCase, unset fields and empty maps and lists left out."""
-    return {k: v for k, v in status.to_wire().items() if v not in ({}, [])}
+    """The status as stored: camelCase, unset fields and empty maps and lists left out
+    (a fan-out node listed without steps too: 1,000 of them are 11 kB)."""
+    wire = {k: v for k, v in status.to_wire().items() if v not in ({}, [])}
+    for node in (wire.get("nodes") or {}).values():
+        if node.get("steps") == {}:
+            del node["steps"]
+    return wire
 
 
 def merge_delta(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
@@ -324,15 +332,19 @@ def is_workflow_ref(ref: Mapping[str, Any]) -> bool:
     return ref.get("kind") == KIND and str(ref.get("apiVersion", "")).startswith(f"{GROUP}/")
 
 
-def is_older(current: Mapping[str, Any] | None, new: Mapping[str, Any]) -> bool:
-    """Whether ``new`` is an older version of the object than ``current``.
+def is_older(current: ObjectMeta | None, new: ObjectMeta, same: bool = False) -> bool:
+    """Whether ``new`` is an older version of the object than ``current`` (with
+    ``same``: or that very version, e.g. the watch event of a write whose answer is held).
 
     resourceVersions are opaque to clients, but the API server's are etcd
     revisions: when both parse as integers, they order the versions.
     """
-    if current is None or current["metadata"].get("uid") != new["metadata"].get("uid"):
+    if current is None or current.uid != new.uid:
         return False
+    version = new.resource_version
+    if same and version and version == current.resource_version:
+        return True
     try:
-        return int(new["metadata"]["resourceVersion"]) < int(current["metadata"]["resourceVersion"])
-    except (KeyError, TypeError, ValueError):
+        return int(new.resource_version or "") < int(current.resource_version or "")
+    except ValueError:
         return False

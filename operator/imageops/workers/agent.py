@@ -43,6 +43,7 @@ from imageops.services.errors import OperationError
 from imageops.services.lifecycle import Decision, OperationResult, RunState
 from imageops.services.perform import credential_registry, effective_pull_policy
 from imageops.services.reference import is_image_id, parse_reference, registry_allowed
+from imageops.settings import DEFAULTS
 from imageops.workers.executor import AttemptExecutor, ProgressBuffer
 from imageops.workers.flights import Flights
 from imageops.workers.pacer import Pacer
@@ -57,19 +58,19 @@ class AgentConfig:
     """Settings of one agent (one node)."""
 
     node_name: str
-    max_concurrent: int = 5
+    max_concurrent: int = DEFAULTS.max_concurrent
     allowed_registries: list[str] = field(default_factory=list)
     # Seconds between two intermediate status writes of the whole node (first status,
     # Queued to Running, progress): the node's write budget (see workers.pacer).
-    progress_interval: float = 2.0
-    backoff_base: float = 2.0
-    backoff_cap: float = 60.0
+    progress_interval: float = DEFAULTS.progress_interval
+    backoff_base: float = DEFAULTS.backoff_base
+    backoff_cap: float = DEFAULTS.backoff_cap
     # How long the first (Running) status write waits: an operation that finishes
     # sooner (a cache hit, a tag) writes one status instead of two.
     start_grace: float = 0.5
     # An operation whose sessionRef names no ImageSession waits this long (from its
     # start) for the session to appear, then fails with SessionNotFound.
-    session_wait_seconds: float = 300.0
+    session_wait_seconds: float = DEFAULTS.session_wait_seconds
     session_poll_interval: float = 2.0
 
 

@@ -1,34 +1,44 @@
 """Assignment of ImageOperations to nodes, and failure when a node's agent is gone.
 
-An operation created without ``spec.nodeName`` goes to its session's node,
-else to the least busy node with a live agent that matches its
-``nodeSelector``. An operation whose node has had no live agent for longer
-than the grace period fails with ``NodeUnavailable``; an unassigned one
-that finds no node in that time fails the same way: nothing waits for ever.
+An operation created without ``spec.nodeName`` goes where the placement
+policy (services.placement) puts it: its session's node, else the least
+busy node with a live agent that matches its ``nodeSelector``. An operation
+whose node has had no live agent for longer than the grace period fails with
+``NodeUnavailable``; an unassigned one that finds no node in that time fails
+the same way: nothing waits for ever.
+
+Every decision is a reconcile of one operation (keyed by uid) on a
+:class:`WorkQueue`: a new unassigned operation is added by its event, and
+one that finds no node asks again after ``sweep_interval``. Node liveness
+has no event of its own (the NodeDirectory polls the Leases), so one
+periodic check, in memory and without API calls, adds the operations of
+nodes gone for longer than the grace period.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
-from collections import Counter
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from imageops.adapters import metrics
 from imageops.adapters.kube import ObjectRef
+from imageops.models.base import API_VERSION
 from imageops.models.common import ErrorReason, Phase
-from imageops.models.imageoperation import PLURAL, ImageOperationStatus
+from imageops.models.imageoperation import KIND, PLURAL, ImageOperationStatus
 from imageops.models.imagesession import PLURAL as SESSION_PLURAL
-from imageops.services import lifecycle
+from imageops.models.imagesession import ImageSession
+from imageops.services import lifecycle, placement
 from imageops.services.errors import OperationError
 from imageops.services.overdue import overdue_by_namespace
 from imageops.workers.context import ControllerContext, repeat
-from imageops.workers.opindex import Body
+from imageops.workers.opindex import OperationView
+from imageops.workers.queue import WorkQueue
 
 log = logging.getLogger(__name__)
-ACTIVE = (None, Phase.PENDING.value, Phase.RUNNING.value)
 
 
 class Assigner:
@@ -36,81 +46,87 @@ class Assigner:
 
     def __init__(self, ctx: ControllerContext) -> None:
         self.ctx = ctx
+        self.queue: WorkQueue[str] = WorkQueue("assigner", self.reconcile, workers=ctx.workers)
 
-    async def on_operation(self, event_type: str | None, body: Body) -> None:
-        """Assign a new unassigned operation at once (the sweeper retries later)."""
-        if event_type == "DELETED" or body["metadata"].get("deletionTimestamp"):
-            return
-        if not (body.get("spec") or {}).get("nodeName"):
-            await self._assign(body)
+    async def on_operation(self, event_type: str | None, body: Mapping[str, Any]) -> None:
+        """Queue a new unassigned operation for assignment."""
+        meta = body["metadata"]
+        if event_type == "DELETED":
+            self.queue.forget(str(meta["uid"]))
+        elif not meta.get("deletionTimestamp") and not (body.get("spec") or {}).get("nodeName"):
+            self.queue.add(str(meta["uid"]))
 
-    async def run_sweeper(self) -> None:
-        """Every sweep interval: retry assignments and fail operations of dead nodes."""
+    async def run(self) -> None:
+        """Serve the queue and, once the node directory is read, check nodes periodically."""
+        await asyncio.gather(self.queue.run(), self._check_forever())
+
+    async def _check_forever(self) -> None:
         await self.ctx.nodes.refreshed.wait()
-        await repeat(self.ctx.sweep_interval, self.sweep, "assignment sweep")
+        await repeat(self.ctx.sweep_interval, self.check_nodes, "node check")
 
-    async def sweep(self) -> None:
-        """One pass over every active operation."""
-        now = datetime.now(UTC)
-        grace = self.ctx.node_grace_seconds
+    async def check_nodes(self) -> None:
+        """Queue every active operation whose node has been gone past the grace period."""
+        now = self.ctx.clock.now()
         metrics.set_overdue(overdue_by_namespace(self.ctx.index.all(), now, self.ctx.backoff_cap))
-        for body in self.ctx.index.all():
-            if (body.get("status") or {}).get("phase") not in ACTIVE:
-                continue
-            node = (body.get("spec") or {}).get("nodeName")
-            if not node:
-                judge = self.ctx.nodes.can_judge(now)
-                if not await self._assign(body) and judge and _age(body, now) > grace:
-                    await self._fail(body, "no node with a live agent matches this operation")
-            # An operation cannot have waited longer than it exists: a new agent's Lease
-            # may not have been read yet when its first operation arrives.
-            elif min(self.ctx.nodes.down_for(node, now), _age(body, now)) > grace:
+        for op in self.ctx.index.views():
+            if op.node and op.active and self._stranded(op.node, op, now):
+                self.queue.add(op.meta.uid)
+
+    def _stranded(self, node: str, op: OperationView, now: datetime) -> bool:
+        # An operation cannot have waited longer than it exists: a new agent's Lease
+        # may not have been read yet when its first operation arrives.
+        grace = self.ctx.node_grace_seconds
+        return min(self.ctx.nodes.down_for(node, now), _age(op, now)) > grace
+
+    async def reconcile(self, uid: str) -> float | None:
+        """Assign one operation, or fail it; the delay of the next try, if any."""
+        op = self.ctx.index.view(uid)
+        if op is None or op.meta.deletion_timestamp is not None or not op.active:
+            return None
+        now = self.ctx.clock.now()
+        if op.node:
+            if self._stranded(op.node, op, now):
                 await self._fail(
-                    body,
-                    f"node {node} has had no live imageops agent for more than "
+                    op,
+                    f"node {op.node} has had no live imageops agent for more than "
                     f"{self.ctx.node_grace_seconds:.0f}s",
                 )
+            return None
+        if await self._assign(op):
+            return None
+        judge = self.ctx.nodes.can_judge(now)
+        if judge and _age(op, now) > self.ctx.node_grace_seconds:
+            await self._fail(op, "no node with a live agent matches this operation")
+            return None
+        return self.ctx.sweep_interval
 
-    async def _assign(self, body: Body) -> bool:
-        spec = body.get("spec") or {}
-        node = await self._session_node(body) or self._least_busy(spec.get("nodeSelector") or {})
+    async def _assign(self, op: OperationView) -> bool:
+        request = placement.Request(session_node=await self._session_node(op))
+        live = [] if request.session_node else self.ctx.nodes.live_nodes(op.selector)
+        node = placement.place_operation(request, live, self.ctx.index.node_load())
         if node is None:
             return False
-        ref = ObjectRef.from_body(body, PLURAL)
-        return await self.ctx.kube.patch_object(ref, {"spec": {"nodeName": node}})
+        return await self.ctx.kube.patch_object(_ref(op), {"spec": {"nodeName": node}})
 
-    async def _session_node(self, body: Body) -> str | None:
-        session = ((body.get("spec") or {}).get("sessionRef") or {}).get("name")
-        if not session:
+    async def _session_node(self, op: OperationView) -> str | None:
+        if not op.session:
             return None
         obj = await self.ctx.kube.call(
-            self.ctx.kube.sync.get_custom, body["metadata"]["namespace"], SESSION_PLURAL, session
+            self.ctx.kube.sync.get_custom, op.meta.namespace, SESSION_PLURAL, op.session
         )
-        node = ((obj or {}).get("spec") or {}).get("nodeName")
-        return str(node) if node else None
-
-    def _least_busy(self, selector: Mapping[str, str]) -> str | None:
-        nodes = self.ctx.nodes.live_nodes(selector)
-        if not nodes:
+        if obj is None:
             return None
-        load = Counter(
-            (b.get("spec") or {}).get("nodeName")
-            for b in self.ctx.index.all()
-            if (b.get("status") or {}).get("phase") in ACTIVE
-        )
-        return min(nodes, key=lambda n: (load[n], n))
+        return ImageSession.from_body(obj).spec.node_name
 
-    async def _fail(self, body: Body, message: str) -> None:
+    async def _fail(self, op: OperationView, message: str) -> None:
         # The index may lag: read the operation now and leave it if it finished meanwhile.
-        meta = body["metadata"]
-        fresh = await self.ctx.kube.call(
-            self.ctx.kube.sync.get_custom, meta["namespace"], PLURAL, meta["name"]
+        body = await self.ctx.kube.call(
+            self.ctx.kube.sync.get_custom, op.meta.namespace, PLURAL, op.meta.name
         )
-        if fresh is None or (fresh.get("status") or {}).get("phase") not in ACTIVE:
+        if body is None or not OperationView.from_body(body).active:
             return
-        body = fresh
         status = ImageOperationStatus.model_validate(body.get("status") or {})
-        now = datetime.now(UTC)
+        now = self.ctx.clock.now()
         run = lifecycle.RunState(
             generation=int(body["metadata"].get("generation") or 1),
             node=status.node or (body.get("spec") or {}).get("nodeName") or "",
@@ -127,9 +143,10 @@ class Assigner:
             await self.ctx.kube.post_event(ref, "Warning", "Failed", f"NodeUnavailable: {message}")
 
 
-def _age(body: Mapping[str, Any], now: datetime) -> float:
-    created = body["metadata"].get("creationTimestamp")
-    if not created:
-        return 0.0
-    when = datetime.fromisoformat(str(created).replace("Z", "+00:00"))
-    return (now - when).total_seconds()
+def _ref(op: OperationView) -> ObjectRef:
+    return ObjectRef(API_VERSION, KIND, PLURAL, op.meta.namespace, op.meta.name, op.meta.uid)
+
+
+def _age(op: OperationView, now: datetime) -> float:
+    created = op.meta.creation_timestamp
+    return 0.0 if created is None else (now - created).total_seconds()

@@ -8,6 +8,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from imageops.adapters.kube import AsyncKube
+from imageops.services.clock import SYSTEM, Clock
+from imageops.settings import DEFAULTS
 from imageops.workers.nodes import NodeDirectory
 from imageops.workers.opindex import OperationIndex
 
@@ -21,11 +23,16 @@ class ControllerContext:
     kube: AsyncKube
     index: OperationIndex
     nodes: NodeDirectory
-    node_grace_seconds: float = 60.0
-    sweep_interval: float = 2.0
-    backoff_cap: float = 60.0  # the agents' longest retry delay, for overdue operations
+    node_grace_seconds: float = DEFAULTS.node_grace_seconds
+    sweep_interval: float = DEFAULTS.sweep_interval
+    backoff_cap: float = DEFAULTS.backoff_cap  # the agents' longest retry delay, for overdue ops
     # How long a Workflow whose sessionRef names no ImageSession waits for it.
-    session_wait_seconds: float = 300.0
+    session_wait_seconds: float = DEFAULTS.session_wait_seconds
+    # A running workflow's pass repeats at least this often: the safety net should a
+    # child's event be missed (every other pass is driven by events and requeue-afters).
+    resync_interval: float = 30.0
+    workers: int = 8  # reconciles at once, per work queue
+    clock: Clock = SYSTEM
 
 
 async def repeat(interval: float, step: Callable[[], Awaitable[None]], what: str) -> None:

@@ -25,9 +25,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from imageops.adapters import metrics
+from imageops.adapters import lease_reads, metrics
 from imageops.adapters.kube import AsyncKube
 from imageops.models.labels import AGENT_LABEL
+from imageops.settings import DEFAULTS
 
 log = logging.getLogger(__name__)
 LEASE_PREFIX = "imageops-agent-"
@@ -55,7 +56,7 @@ class NodeDirectory:
         kube: AsyncKube,
         lease_namespace: str,
         interval: float = 3.0,
-        lease_duration: float = 30.0,
+        lease_duration: float = DEFAULTS.lease_duration,
     ) -> None:
         self.kube = kube
         self.lease_namespace = lease_namespace
@@ -84,7 +85,7 @@ class NodeDirectory:
     async def refresh(self) -> None:
         """Read the leases and node labels once."""
         leases, labels = await self.kube.call(
-            self.kube.sync.read_agent_leases, self.lease_namespace, AGENT_LABEL
+            lease_reads.read_agent_leases, self.kube.sync, self.lease_namespace, AGENT_LABEL
         )
         self.leases = {
             node: AgentLease(node, renew, duration) for node, (renew, duration) in leases.items()

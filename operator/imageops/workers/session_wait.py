@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import datetime
 
 from imageops.adapters.kube import AsyncKube, ObjectRef
 from imageops.models.common import ErrorReason
 from imageops.models.imagesession import PLURAL as SESSION_PLURAL
 from imageops.models.imagesession import ImageSessionSpec
+from imageops.services import clock
 from imageops.services.errors import OperationError
 
 
@@ -45,7 +46,7 @@ async def wait_for_session(
             if missed:
                 await found()
             return ImageSessionSpec.model_validate(body.get("spec") or {})
-        waited = (datetime.now(UTC) - since).total_seconds()
+        waited = (clock.now() - since).total_seconds()
         missing = f"ImageSession {name} not found in namespace {ref.namespace}"
         if waited >= limit:
             raise OperationError(ErrorReason.SESSION_NOT_FOUND, f"{missing} (waited {limit:.0f}s)")

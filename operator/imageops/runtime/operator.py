@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import warnings
 from collections.abc import Callable, Coroutine, Iterator
 from typing import TYPE_CHECKING, Any, cast
 
@@ -209,7 +210,9 @@ def _agent(options: RunSettings, kube: AsyncKube) -> Agent:
     choice = detect_runtime(
         options.runtime, options.runtime_endpoint, options.docker_host, options.runtime_socket_dir
     )
-    with refused("charset_normalizer", "chardet"):  # see runtime.imports
+    with refused("charset_normalizer", "chardet"), warnings.catch_warnings():  # runtime.imports
+        # requests warns that it found no detector: that is the point.
+        warnings.filterwarnings("ignore", "Unable to find acceptable character detection")
         backend = make_runtime_backend(choice, options.docker_backend)
     config = AgentConfig(
         node_name=options.node_name,

@@ -47,6 +47,7 @@ any       ``close()`` (deleted,            FINISHED  nothing more
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -62,6 +63,8 @@ from imageops.services.errors import OperationError
 from imageops.services.lifecycle import OperationResult, RunState, StatusPatch
 from imageops.workers.executor import ProgressBuffer
 from imageops.workers.pacer import Pacer
+
+log = logging.getLogger(__name__)
 
 
 class Stage(StrEnum):
@@ -175,6 +178,7 @@ class RunReport:
             f"attempt {self.run.attempts} failed: {error.reason}: {error.message}; "
             f"retry in {delay:.0f}s"
         )
+        log.info("%s/%s: %s", self.ref.namespace, self.ref.name, message)
         await self.ctx.kube.post_event(self.ref, "Warning", "Retrying", message)
         metrics.RETRIES.labels(self.action, str(error.reason)).inc()
 

@@ -1,8 +1,17 @@
-"""P4: throughput of many Tag operations on one agent, against a sequential docker tag loop."""
+"""P4: throughput of many Tag operations on one agent, against two sequential loops of tags.
+
+The floors: the ``docker tag`` CLI loop (a process start-up per tag) and, the real
+one, ``APIClient.tag`` of docker-py in a loop on one warm connection. The API
+server's own ``apiserver_request_total`` counts the writes per operation.
+BENCH_P4_ROLE=agent runs the operator as ``--role agent`` (the DaemonSet's
+process) instead of every role.
+"""
 
 from __future__ import annotations
 
 import os
+import re
+import subprocess
 import time
 from pathlib import Path
 from statistics import median
@@ -38,6 +47,9 @@ def p4_throughput(ctx: Context, log_dir: Path) -> dict[str, Any]:
             run["cli"] = _cli_run(ctx, src, rep)
             run["ratio"] = run["seconds_to_all_ready"] / run["cli"]["seconds_total"]
             log(f"P4 run {rep + 1}: CLI loop {run['cli']['seconds_total']:.1f}s")
+            run["api"] = _api_run(ctx, src, rep)
+            run["api_ratio"] = run["seconds_to_all_ready"] / run["api"]["seconds_total"]
+            log(f"P4 run {rep + 1}: Docker API loop {run['api']['seconds_total']:.2f}s")
             runs.append(run)
         if ctx.settings.profile:
             # Extra runs, not counted: py-spy's sampling must not colour the figures.
@@ -68,7 +80,10 @@ def _operator_run(
     names = [f"p4-{rep}-{i:04d}" for i in range(len(targets))]
     ctx.kube.delete_operations()  # every run starts from an empty namespace
     items = [(n, ctx.spec("Tag", src, target=t)) for n, t in zip(names, targets, strict=True)]
-    operator = BenchOperator(MAIN_NODE, namespace=ctx.kube.namespace, log_dir=log_dir).start()
+    role = ["--role", "agent"] if os.environ.get("BENCH_P4_ROLE") == "agent" else []
+    operator = BenchOperator(
+        MAIN_NODE, *role, namespace=ctx.kube.namespace, log_dir=log_dir
+    ).start()
     ctx.operator = operator
     pids = bed_pids() | {"agent": operator.pid, "bench client": os.getpid()}
     wall = profile_mode == "wall"
@@ -77,11 +92,15 @@ def _operator_run(
     try:
         ctx.warm_up([MAIN_NODE])
         idle, cpu_before = operator.usage(), cpu_seconds(pids)
+        requests_before = apiserver_writes()
         with Profiler(operator.pid, profile, profiled, wall=wall):
             starts = ctx.create_many(items, workers=16)
             created = time.perf_counter()
             done = ctx.kube.watcher.wait(names, timeout=60 + len(names))
         busy, cpu_after = operator.usage(), cpu_seconds(pids)
+        # The last Events are posted just after the last status: let them land.
+        time.sleep(1.0)
+        writes = _difference(apiserver_writes(), requests_before)
     finally:
         operator.stop()
         ctx.operator = None
@@ -100,6 +119,7 @@ def _operator_run(
         "idle_rss_bytes": idle.rss,
         "cpu_seconds": busy.cpu_seconds - idle.cpu_seconds,
         "cpu_by_process": {k: cpu_after[k] - cpu_before[k] for k in cpu_after if k in cpu_before},
+        "api_writes_per_op": {k: v / len(names) for k, v in writes.items()},
     }
     if profiled and profile.exists():
         if wall:
@@ -134,6 +154,48 @@ def _cli_run(ctx: Context, src: str, rep: int) -> dict[str, Any]:
     }
 
 
+def _api_run(ctx: Context, src: str, rep: int) -> dict[str, Any]:
+    """The same number of tags through docker-py's APIClient on one warm connection."""
+    import docker
+
+    targets = _targets(ctx, "api", rep)
+    api = docker.APIClient(base_url=ctx.bed.docker_host)
+    try:
+        api.ping()  # the connection is open and warm before the clock starts
+        start = time.perf_counter()
+        for target in targets:
+            repository, _, tag = target.rpartition(":")
+            api.tag(src, repository, tag)
+        total = time.perf_counter() - start
+    finally:
+        api.close()
+        _remove(ctx, targets)
+    return {"seconds_total": total, "per_tag_ms": total * 1000 / len(targets)}
+
+
+def apiserver_writes() -> dict[str, float]:
+    """The API server's own count of write requests so far, by verb and resource."""
+    out = subprocess.run(
+        ["kubectl", "get", "--raw", "/metrics"], capture_output=True, check=True, timeout=30
+    ).stdout.decode()
+    counts: dict[str, float] = {}
+    for line in out.splitlines():
+        if not line.startswith("apiserver_request_total{"):
+            continue
+        labels = dict(re.findall(r'(\w+)="([^"]*)"', line.split("}", 1)[0]))
+        if labels.get("verb") not in ("POST", "PATCH", "PUT", "DELETE", "APPLY"):
+            continue
+        key = f"{labels['verb']} {labels.get('resource', '')}"
+        if labels.get("subresource"):
+            key += f"/{labels['subresource']}"
+        counts[key] = counts.get(key, 0.0) + float(line.rsplit(" ", 1)[1])
+    return counts
+
+
+def _difference(after: dict[str, float], before: dict[str, float]) -> dict[str, float]:
+    return {k: v - before.get(k, 0.0) for k, v in sorted(after.items()) if v > before.get(k, 0.0)}
+
+
 def _remove(ctx: Context, refs: list[str]) -> None:
     for i in range(0, len(refs), 100):
         remove_image(ctx.bed, *refs[i : i + 100])
@@ -158,7 +220,7 @@ def _aggregate(runs: list[dict[str, Any]], ops: int) -> dict[str, Any]:
         "runs": len(runs),
         "failed": sum(run["failed"] for run in runs),
         "failures": [run["failures"] for run in runs if run["failures"]],
-        **summarize(runs, ("seconds_to_all_ready", "seconds_to_create_all", "ratio")),
+        **summarize(runs, ("seconds_to_all_ready", "seconds_to_create_all", "ratio", "api_ratio")),
         **summarize(runs, ("cpu_seconds", "idle_rss_bytes")),
         "peak_rss_bytes": max(run["peak_rss_bytes"] for run in runs),
         "latency": distribution(latencies),
@@ -171,6 +233,10 @@ def _aggregate(runs: list[dict[str, Any]], ops: int) -> dict[str, Any]:
         ).as_dict(),
         "agent_duration": distribution([x for r in runs for x in r["agent_duration_samples"]]),
         "cpu_by_process": _median_by_key([run["cpu_by_process"] for run in runs]),
+        "api_writes_per_op": _median_by_key([run["api_writes_per_op"] for run in runs]),
+        "api": {
+            "seconds_total": Summary.of([run["api"]["seconds_total"] for run in runs]).as_dict(),
+        },
         "cli": {
             "seconds_total": Summary.of([run["cli"]["seconds_total"] for run in runs]).as_dict(),
             "latency": distribution(cli),

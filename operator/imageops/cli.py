@@ -11,7 +11,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from imageops import __version__
-from imageops.models.crd import write_crds
 from imageops.runtime.operator import run
 from imageops.settings import Option, RunSettings, SettingsError, options, resolve
 
@@ -77,6 +76,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script."""
     args = build_parser().parse_args(argv)
     if args.command == "crds":
+        from imageops.models.crd import write_crds  # here: `imageops run` never needs it
+
         for path in write_crds(args.output):
             print(path)
         return 0

@@ -22,6 +22,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from imageops.adapters.kube import AsyncKube, Kube
+from imageops.adapters.kubehttp import KubeHttp
 from imageops.models.base import GROUP, VERSION
 from imageops.models.imageoperation import PLURAL as OPERATIONS
 from imageops.models.labels import AGENT_LABEL
@@ -87,7 +88,7 @@ class Bed:
 
     def context(self, **overrides: Any) -> ControllerContext:
         """A fresh controller context: what a (re)started controller has."""
-        api = AsyncKube(Kube(self.api, component="imageops-inproc", host="inproc"))
+        api = AsyncKube(Kube(KubeHttp(), component="imageops-inproc", host="inproc"))
         nodes = NodeDirectory(api, self.namespace, interval=0.5, lease_duration=30.0)
         values: dict[str, Any] = {"sweep_interval": 0.5, "clock": self.clock}
         values.update(overrides)

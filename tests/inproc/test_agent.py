@@ -20,7 +20,9 @@ from kubernetes import watch
 
 from imageops.adapters.backends import make_backend
 from imageops.adapters.kube import AsyncKube, Kube
+from imageops.adapters.kubehttp import KubeHttp
 from imageops.adapters.pull_records import FilePullRecords
+from imageops.handlers.imageoperation import parse
 from imageops.models.base import GROUP, VERSION
 from imageops.models.imageoperation import PLURAL as OPERATIONS
 from imageops.workers.agent import Agent, AgentConfig
@@ -39,7 +41,7 @@ def testbed() -> Testbed:
 
 def _agent(bed: Bed, testbed: Testbed, state: Path, **config: Any) -> Agent:
     backend = make_backend("sdk", testbed.docker_host)
-    kube = AsyncKube(Kube(bed.api, component="imageops-inproc", host=NODE))
+    kube = AsyncKube(Kube(KubeHttp(), component="imageops-inproc", host=NODE))
     executor = AttemptExecutor(backend, 2, FilePullRecords(str(state)))
     return Agent(AgentConfig(node_name=NODE, **config), executor, kube)
 
@@ -105,7 +107,7 @@ def test_a_quick_run_writes_one_status_holding_the_held_back_first_one(
 
     async def scenario() -> dict[str, Any]:
         agent = _agent(bed, testbed, tmp_path, start_grace=5.0)
-        await agent.observe(None, body)
+        await agent.observe(None, *parse(body))
         status = await _until(bed, "tag", lambda s: s.get("phase") == "Succeeded", 30)
         await asyncio.sleep(0.3)  # let the watch deliver
         await agent.shutdown()
@@ -132,14 +134,14 @@ def test_a_retry_waits_for_its_next_retry_time_across_a_restart(
 
     async def scenario() -> tuple[dict[str, Any], dict[str, Any], datetime, datetime]:
         first = _agent(bed, testbed, tmp_path, backoff_base=4.0, backoff_cap=4.0, start_grace=0.0)
-        await first.observe(None, body)
+        await first.observe(None, *parse(body))
         waiting = await _until(bed, "retry", lambda s: s.get("nextRetryTime"), 30)
         await first.shutdown()  # the agent restarts while the retry waits
         restarted = datetime.now(UTC)
         second = _agent(bed, testbed, tmp_path, backoff_base=4.0, backoff_cap=4.0)
         fresh = bed.get(OPERATIONS, "retry")
         assert fresh is not None
-        await second.observe(None, fresh)
+        await second.observe(None, *parse(fresh))
         again = await _until(bed, "retry", lambda s: s.get("attempts", 0) >= 2, 30)
         seen = datetime.now(UTC)
         await second.shutdown()

@@ -9,10 +9,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import MaxRetryError, ReadTimeoutError
 
 from imageops.adapters.kube import AsyncKube
+from imageops.adapters.kubehttp import ApiError
 from imageops.adapters.metrics import WatchHealth
 from imageops.adapters.pull_records import FilePullRecords
 from imageops.adapters.retries import is_transient
@@ -24,15 +24,15 @@ from imageops.workers.nodes import NodeDirectory
 
 
 def test_transient_errors_are_5xx_429_and_connection_failures() -> None:
-    assert is_transient(ApiException(status=504))
-    assert is_transient(ApiException(status=500))
-    assert is_transient(ApiException(status=429))
-    assert is_transient(ApiException(status=0))
+    assert is_transient(ApiError(504, ""))
+    assert is_transient(ApiError(500, ""))
+    assert is_transient(ApiError(429, ""))
+    assert is_transient(ApiError(0, ""))
     assert is_transient(ConnectionRefusedError())
     assert is_transient(MaxRetryError(None, "/x"))  # type: ignore[arg-type]
     assert is_transient(ReadTimeoutError(None, "/x", "read timed out"))  # type: ignore[arg-type]
-    assert not is_transient(ApiException(status=422))
-    assert not is_transient(ApiException(status=403))
+    assert not is_transient(ApiError(422, ""))
+    assert not is_transient(ApiError(403, ""))
     assert not is_transient(ValueError("bug"))
 
 

@@ -6,9 +6,6 @@ import logging
 import os
 from dataclasses import dataclass
 
-from imageops.adapters.containerd import ContainerdBackend
-from imageops.adapters.docker_cli import DockerCliBackend
-from imageops.adapters.docker_sdk import DockerSdkBackend
 from imageops.services.backend import ImageBackend
 from imageops.settings import BACKEND_KINDS, DEFAULTS, RUNTIMES
 
@@ -28,9 +25,14 @@ SOCKET_CANDIDATES: tuple[tuple[str, str], ...] = (
 
 def make_backend(kind: str, docker_host: str | None) -> ImageBackend:
     """A Docker backend of ``kind`` ("sdk" or "cli") for ``docker_host`` (None: DOCKER_HOST)."""
+    # Backends are imported when chosen: a Docker agent never loads grpc, nor the SDK for the CLI.
     if kind == "sdk":
+        from imageops.adapters.docker_sdk import DockerSdkBackend
+
         return DockerSdkBackend(docker_host)
     if kind == "cli":
+        from imageops.adapters.docker_cli import DockerCliBackend
+
         return DockerCliBackend(docker_host)
     raise ValueError(f"unknown backend kind {kind!r}; expected one of {', '.join(BACKEND_KINDS)}")
 
@@ -100,4 +102,6 @@ def make_runtime_backend(choice: RuntimeChoice, docker_backend: str) -> ImageBac
     if choice.runtime == "docker":
         return make_backend(docker_backend, choice.endpoint)
     assert choice.endpoint is not None
+    from imageops.adapters.containerd import ContainerdBackend
+
     return ContainerdBackend(choice.endpoint, containerd_api=choice.runtime == "containerd")

@@ -171,6 +171,11 @@ class DockerSdkBackend:
                     )
                 except docker.errors.DockerException as exc:
                     raise self._daemon_error(exc) from exc
+                if self.base_url.startswith(("unix://", "/", "http+unix://")):
+                    # No proxy or .netrc applies to a local socket; requests would still
+                    # scan the environment and read ~/.netrc on every call (a tenth of
+                    # the agent's CPU in a burst of Tags).
+                    self._api.trust_env = False
             return self._api
 
     def _daemon_error(self, exc: BaseException) -> OperationError:

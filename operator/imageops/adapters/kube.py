@@ -1,7 +1,8 @@
 """Kubernetes API calls beyond what kopf does: Secrets, status patches, Events.
 
-The official client is blocking; async callers use :class:`AsyncKube`,
-which runs each call in a thread so the event loop never waits on the API.
+Plain JSON objects over :mod:`imageops.adapters.kubehttp` (no generated
+models). Calls are blocking; async callers use :class:`AsyncKube`, which runs
+each call in a thread so the event loop never waits on the API.
 """
 
 from __future__ import annotations
@@ -14,9 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar, cast
 
-from kubernetes import client, config
-from kubernetes.client.exceptions import ApiException
-
+from imageops.adapters.kubehttp import JSON, REQUEST_TIMEOUT, ApiError, KubeHttp
 from imageops.adapters.retries import retry_transient
 from imageops.models.base import GROUP, VERSION
 
@@ -24,9 +23,6 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 # Merge patches: ``None`` deletes a field, and lists (conditions) are replaced whole.
 MERGE_PATCH = "application/merge-patch+json"
-# Connect and read timeouts of the operator's own calls: a hung API server (etcd down)
-# must fail a call in bounded time so that it is retried, never wait for ever.
-REQUEST_TIMEOUT = (5.0, 30.0)
 
 
 @dataclass(frozen=True)
@@ -39,6 +35,12 @@ class ObjectRef:
     namespace: str
     name: str
     uid: str
+
+    @classmethod
+    def of(cls, obj: Any, plural: str) -> ObjectRef:
+        """Build from a validated resource model (``api_version``, ``kind``, typed ``metadata``)."""
+        meta = obj.metadata
+        return cls(obj.api_version, obj.kind, plural, meta.namespace, meta.name, meta.uid)
 
     @classmethod
     def from_body(cls, body: Any, plural: str) -> ObjectRef:
@@ -58,132 +60,99 @@ def unless_gone(call: Callable[[], T]) -> T | None:
     """Run one API call; None when the object it names does not exist (404)."""
     try:
         return call()
-    except ApiException as exc:
+    except ApiError as exc:
         if exc.status == 404:
             return None
         raise
 
 
-def load_api_client() -> client.ApiClient:
+def load_api_client() -> KubeHttp:
     """An API client from the in-cluster service account, else from KUBECONFIG."""
-    try:
-        config.load_incluster_config()  # type: ignore[no-untyped-call]
-    except config.ConfigException:
-        config.load_kube_config()  # type: ignore[no-untyped-call]
-    settings = client.Configuration.get_default_copy()
-    # One quick urllib3 retry at most: our own loops retry (with backoff, for ever where
-    # it matters), and 3 retries of a 30 s read timeout would hide an outage for minutes.
-    settings.retries = 1
-    return client.ApiClient(settings)
+    return KubeHttp()
+
+
+def custom_path(namespace: str | None, plural: str, name: str = "", sub: str = "") -> str:
+    """The path of custom objects of this API group (namespace None: every namespace)."""
+    scope = f"/namespaces/{namespace}" if namespace is not None else ""
+    path = f"/apis/{GROUP}/{VERSION}{scope}/{plural}"
+    return path + (f"/{name}" if name else "") + (f"/{sub}" if sub else "")
+
+
+def _microtime(when: datetime) -> str:
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _time(when: datetime) -> str:
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class Kube:
-    """Blocking Kubernetes calls the operator makes itself."""
+    """Blocking Kubernetes calls the operator makes itself (plain JSON objects)."""
 
-    def __init__(self, api: client.ApiClient, component: str, host: str | None = None) -> None:
-        self.core = client.CoreV1Api(api)
-        self.custom = client.CustomObjectsApi(api)
-        self.coordination = client.CoordinationV1Api(api)
+    def __init__(self, api: KubeHttp, component: str, host: str | None = None) -> None:
+        self.api = api
         self.component = component
         self.host = host or socket.gethostname()
 
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        content_type: str = JSON,
+        query: dict[str, Any] | None = None,
+        accept: str = JSON,
+        timeout: tuple[float, float] = REQUEST_TIMEOUT,
+    ) -> Any:
+        """Any API call (see :meth:`KubeHttp.request`): the decoded JSON answer."""
+        return self.api.request(method, path, body, content_type, query, timeout, accept)
+
     def get_secret(self, namespace: str, name: str) -> tuple[str | None, dict[str, str]] | None:
         """A Secret's type and base64 data, or None when it does not exist."""
-        secret = unless_gone(
-            lambda: self.core.read_namespaced_secret(
-                name, namespace, _request_timeout=REQUEST_TIMEOUT
-            )
-        )
+        path = f"/api/v1/namespaces/{namespace}/secrets/{name}"
+        secret = unless_gone(lambda: self.api.request("GET", path))
         if secret is None:
             return None
-        # The client hands .data over still base64-encoded, as str.
-        data = {
-            k: v.decode() if isinstance(v, bytes) else v for k, v in (secret.data or {}).items()
-        }
-        return secret.type, data
+        return secret.get("type"), dict(secret.get("data") or {})
 
     def patch_status(self, ref: ObjectRef, patch: dict[str, Any]) -> bool:
         """Merge-patch the status subresource; False when the object is gone."""
-        done = unless_gone(
-            lambda: self.custom.patch_namespaced_custom_object_status(
-                GROUP,
-                VERSION,
-                ref.namespace,
-                ref.plural,
-                ref.name,
-                {"status": patch},
-                _content_type=MERGE_PATCH,
-                _request_timeout=REQUEST_TIMEOUT,
-            )
-        )
+        path = custom_path(ref.namespace, ref.plural, ref.name, "status")
+        done = unless_gone(lambda: self.api.request("PATCH", path, {"status": patch}, MERGE_PATCH))
         return done is not None
 
     def generation(self, ref: ObjectRef) -> int | None:
         """The object's metadata.generation, or None when it is gone (404)."""
-        obj = unless_gone(
-            lambda: self.custom.get_namespaced_custom_object(
-                GROUP,
-                VERSION,
-                ref.namespace,
-                ref.plural,
-                ref.name,
-                _request_timeout=REQUEST_TIMEOUT,
-            )
-        )
+        obj = self.get_custom(ref.namespace, ref.plural, ref.name)
         if obj is None:
             return None
-        meta = cast(dict[str, Any], obj).get("metadata") or {}
-        return int(meta.get("generation") or 1)
+        return int((obj.get("metadata") or {}).get("generation") or 1)
 
     def patch_object(self, ref: ObjectRef, patch: dict[str, Any]) -> bool:
         """Merge-patch the object itself (spec or metadata); False when it is gone."""
-        done = unless_gone(
-            lambda: self.custom.patch_namespaced_custom_object(
-                GROUP,
-                VERSION,
-                ref.namespace,
-                ref.plural,
-                ref.name,
-                patch,
-                _content_type=MERGE_PATCH,
-            )
-        )
-        return done is not None
+        path = custom_path(ref.namespace, ref.plural, ref.name)
+        return unless_gone(lambda: self.api.request("PATCH", path, patch, MERGE_PATCH)) is not None
 
     def get_custom(self, namespace: str, plural: str, name: str) -> dict[str, Any] | None:
         """One custom object of this API group, or None."""
-        obj = unless_gone(
-            lambda: self.custom.get_namespaced_custom_object(
-                GROUP, VERSION, namespace, plural, name, _request_timeout=REQUEST_TIMEOUT
-            )
-        )
+        obj = unless_gone(lambda: self.api.request("GET", custom_path(namespace, plural, name)))
         return None if obj is None else cast(dict[str, Any], obj)
 
     def list_custom(
         self, namespace: str | None, plural: str, label_selector: str = ""
     ) -> list[dict[str, Any]]:
         """Custom objects of this API group in a namespace (None: every namespace)."""
-        if namespace is None:
-            result = self.custom.list_cluster_custom_object(
-                GROUP, VERSION, plural, label_selector=label_selector or None
-            )
-        else:
-            result = self.custom.list_namespaced_custom_object(
-                GROUP, VERSION, namespace, plural, label_selector=label_selector or None
-            )
-        return list(cast(dict[str, Any], result).get("items", []))
+        query = {"labelSelector": label_selector or None}
+        result = self.api.request("GET", custom_path(namespace, plural), query=query)
+        return list(result.get("items") or [])
 
     def served(self, namespace: str | None, plural: str) -> bool:
         """Whether the API server serves ``plural`` of this group (a list of one; 404: no)."""
-        kwargs: dict[str, Any] = {"limit": 1, "_request_timeout": (3.0, 10.0)}
         try:
-            if namespace is None:
-                self.custom.list_cluster_custom_object(GROUP, VERSION, plural, **kwargs)
-            else:
-                self.custom.list_namespaced_custom_object(
-                    GROUP, VERSION, namespace, plural, **kwargs
-                )
-        except ApiException as exc:
+            self.api.request(
+                "GET", custom_path(namespace, plural), query={"limit": 1}, timeout=(3, 10)
+            )
+        except ApiError as exc:
             if exc.status == 404:
                 return False
             raise
@@ -194,10 +163,8 @@ class Kube:
     ) -> dict[str, Any] | None:
         """Create a custom object; None when it exists already (creation is idempotent)."""
         try:
-            obj = self.custom.create_namespaced_custom_object(
-                GROUP, VERSION, namespace, plural, body
-            )
-        except ApiException as exc:
+            obj = self.api.request("POST", custom_path(namespace, plural), body)
+        except ApiError as exc:
             if exc.status == 409:
                 return None
             raise
@@ -205,49 +172,27 @@ class Kube:
 
     def delete_custom(self, namespace: str, plural: str, name: str) -> bool:
         """Delete a custom object (background propagation); False when it was gone."""
-        done = unless_gone(
-            lambda: self.custom.delete_namespaced_custom_object(
-                GROUP, VERSION, namespace, plural, name, propagation_policy="Background"
-            )
-        )
-        return done is not None
+        options = {"propagationPolicy": "Background"}
+        path = custom_path(namespace, plural, name)
+        return unless_gone(lambda: self.api.request("DELETE", path, options)) is not None
 
     def apply_configmap(
         self, namespace: str, name: str, data: dict[str, str], labels: dict[str, str] | None = None
     ) -> None:
         """Create or replace a ConfigMap."""
-        body = client.V1ConfigMap(
-            metadata=client.V1ObjectMeta(name=name, namespace=namespace, labels=labels or {}),
-            data=data,
-        )
+        body = {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": name, "namespace": namespace, "labels": labels or {}},
+            "data": data,
+        }
+        path = f"/api/v1/namespaces/{namespace}/configmaps"
         try:
-            self.core.create_namespaced_config_map(namespace, body)
-        except ApiException as exc:
+            self.api.request("POST", path, body)
+        except ApiError as exc:
             if exc.status != 409:
                 raise
-            self.core.replace_namespaced_config_map(name, namespace, body)
-
-    def read_agent_leases(
-        self, namespace: str, label: str
-    ) -> tuple[dict[str, tuple[datetime, int]], dict[str, dict[str, str]]]:
-        """Agents' leases (node → renew time, duration) and every Node's labels."""
-        leases: dict[str, tuple[datetime, int]] = {}
-        for lease in self.coordination.list_namespaced_lease(
-            namespace, label_selector=label, _request_timeout=(3.0, 10.0)
-        ).items:
-            # The holder is the node's full name (label values are cut at 63 characters).
-            spec = lease.spec
-            if spec and spec.holder_identity and spec.renew_time is not None:
-                leases[spec.holder_identity] = (
-                    spec.renew_time,
-                    int(spec.lease_duration_seconds or 0),
-                )
-        labels = {
-            n.metadata.name: dict(n.metadata.labels or {})
-            for n in self.core.list_node(_request_timeout=(3.0, 10.0)).items
-            if n.metadata and n.metadata.name
-        }
-        return leases, labels
+            self.api.request("PUT", f"{path}/{name}", body)
 
     def renew_lease(
         self, namespace: str, name: str, holder: str, duration: int, labels: dict[str, str]
@@ -258,54 +203,53 @@ class Kube:
         an API server without etcd gives way to a fresh one once the server is back.
         """
         timeout = (3.0, max(min(duration / 2, REQUEST_TIMEOUT[1]), 2.0))
-        now = datetime.now(UTC)
-        spec = client.V1LeaseSpec(
-            holder_identity=holder, lease_duration_seconds=duration, renew_time=now
-        )
+        now = _microtime(datetime.now(UTC))
+        spec = {"holderIdentity": holder, "leaseDurationSeconds": duration, "renewTime": now}
+        path = f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases"
         try:
-            lease = self.coordination.read_namespaced_lease(
-                name, namespace, _request_timeout=timeout
-            )
-        except ApiException as exc:
+            lease = self.api.request("GET", f"{path}/{name}", timeout=timeout)
+        except ApiError as exc:
             if exc.status != 404:
                 raise
-            spec.acquire_time = now
-            body = client.V1Lease(
-                metadata=client.V1ObjectMeta(name=name, namespace=namespace, labels=labels),
-                spec=spec,
-            )
-            self.coordination.create_namespaced_lease(namespace, body, _request_timeout=timeout)
+            body = {
+                "apiVersion": "coordination.k8s.io/v1",
+                "kind": "Lease",
+                "metadata": {"name": name, "namespace": namespace, "labels": labels},
+                "spec": {**spec, "acquireTime": now},
+            }
+            self.api.request("POST", path, body, timeout=timeout)
             return
-        lease.spec = spec
-        self.coordination.replace_namespaced_lease(name, namespace, lease, _request_timeout=timeout)
+        # The whole spec is replaced, as before; the read resourceVersion guards the write.
+        lease["spec"] = spec
+        self.api.request("PUT", f"{path}/{name}", lease, timeout=timeout)
 
     def post_event(self, ref: ObjectRef, etype: str, reason: str, message: str) -> None:
         """Record a core/v1 Event on the object (shown by kubectl describe)."""
         now = datetime.now(UTC)
-        event = client.CoreV1Event(
-            metadata=client.V1ObjectMeta(generate_name=f"{ref.name}.", namespace=ref.namespace),
-            involved_object=client.V1ObjectReference(
-                api_version=ref.api_version,
-                kind=ref.kind,
-                name=ref.name,
-                namespace=ref.namespace,
-                uid=ref.uid,
-            ),
-            reason=reason,
-            message=message[:1024],
-            type=etype,
-            first_timestamp=now,
-            last_timestamp=now,
-            count=1,
-            source=client.V1EventSource(component=self.component, host=self.host),
-            reporting_component=f"imageops.dev/{self.component}",
-            reporting_instance=self.host,
-        )
+        event = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"generateName": f"{ref.name}.", "namespace": ref.namespace},
+            "involvedObject": {
+                "apiVersion": ref.api_version,
+                "kind": ref.kind,
+                "name": ref.name,
+                "namespace": ref.namespace,
+                "uid": ref.uid,
+            },
+            "reason": reason,
+            "message": message[:1024],
+            "type": etype,
+            "firstTimestamp": _time(now),
+            "lastTimestamp": _time(now),
+            "count": 1,
+            "source": {"component": self.component, "host": self.host},
+            "reportingComponent": f"imageops.dev/{self.component}",
+            "reportingInstance": self.host,
+        }
         try:
-            self.core.create_namespaced_event(
-                ref.namespace, event, _request_timeout=REQUEST_TIMEOUT
-            )
-        except ApiException as exc:
+            self.api.request("POST", f"/api/v1/namespaces/{ref.namespace}/events", event)
+        except ApiError as exc:
             # Events are best effort: losing one must not fail the operation.
             log.warning(
                 "could not post event %s on %s/%s: %s", reason, ref.namespace, ref.name, exc.reason

@@ -10,12 +10,12 @@ leaves out spec and status) and both lists are read as plain JSON, in pages.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
 from imageops.adapters.kube import Kube
+from imageops.adapters.kubehttp import JSON
 
 METADATA_ONLY = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
 PAGE = 500
@@ -28,42 +28,34 @@ Labels = dict[str, dict[str, str]]
 def read_agent_leases(kube: Kube, namespace: str, label: str) -> tuple[Leases, Labels]:
     """Agents' leases (node → renew time, duration) and every Node's labels (blocking)."""
     leases: Leases = {}
-    for lease in _pages(
-        lambda token: kube.coordination.list_namespaced_lease(
-            namespace,
-            label_selector=label,
-            limit=PAGE,
-            _continue=token,
-            _preload_content=False,
-            _request_timeout=TIMEOUT,
-        )
-    ):
+    path = f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases"
+    for lease in _pages(kube, path, {"labelSelector": label}):
         spec = lease.get("spec") or {}
         # The holder is the node's full name (label values are cut at 63 characters).
         holder, renewed = spec.get("holderIdentity"), _time(spec.get("renewTime"))
         if holder and renewed is not None:
             leases[str(holder)] = (renewed, int(spec.get("leaseDurationSeconds") or 0))
     labels: Labels = {}
-    for node in _pages(
-        lambda token: kube.core.list_node(
-            limit=PAGE,
-            _continue=token,
-            _preload_content=False,
-            _headers={"Accept": METADATA_ONLY},
-            _request_timeout=TIMEOUT,
-        )
-    ):
+    for node in _pages(kube, "/api/v1/nodes", {}, accept=METADATA_ONLY):
         meta = node.get("metadata") or {}
         if meta.get("name"):
             labels[str(meta["name"])] = dict(meta.get("labels") or {})
     return leases, labels
 
 
-def _pages(fetch: Callable[[str | None], Any]) -> Iterator[dict[str, Any]]:
-    """Every item of a paged list; ``fetch(token)`` returns the raw HTTP response."""
+def _pages(
+    kube: Kube, path: str, query: dict[str, Any], accept: str = JSON
+) -> Iterator[dict[str, Any]]:
+    """Every item of a paged list (plain JSON, no client models)."""
     token: str | None = None
     while True:
-        page = json.loads(fetch(token).data)
+        page = kube.request(
+            "GET",
+            path,
+            query={**query, "limit": PAGE, "continue": token},
+            accept=accept,
+            timeout=TIMEOUT,
+        )
         yield from page.get("items") or []
         token = (page.get("metadata") or {}).get("continue")
         if not token:

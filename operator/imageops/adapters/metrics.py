@@ -67,6 +67,14 @@ REGISTRY_ERRORS = Counter(
     "Failed attempts by the registry the operation talks to and the error reason (Tag: none).",
     ["registry", "reason"],
 )
+STATUS_WRITES = Counter(
+    "imageops_status_writes_total",
+    "ImageOperation status writes of the agent, by kind: final (one per finished run), "
+    "paced (first status, Queued to Running, progress: at most one per --progress-interval "
+    "for the whole node) and immediate (a retry, a missing session, a further attempt).",
+    ["kind"],
+)
+STATUS_WRITE_KINDS = ("final", "paced", "immediate")
 AGENT_UP = Gauge(
     "imageops_agent_up",
     "Controller's view of each node: 1 while its agent's heartbeat Lease is live, 0 for a "
@@ -91,6 +99,8 @@ def _initialise() -> None:
     # Every reason too, so the sum can be checked against the failed operations.
     for reason in ErrorReason:
         ERRORS.labels(str(reason))
+    for kind in STATUS_WRITE_KINDS:
+        STATUS_WRITES.labels(kind)
     for action in Action:
         for result in (Phase.SUCCEEDED, Phase.FAILED):
             OPERATIONS.labels(str(action), result.value.lower())

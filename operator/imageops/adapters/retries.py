@@ -13,8 +13,9 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError as Urllib3Error
+
+from imageops.adapters.kubehttp import ApiError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -28,14 +29,14 @@ def is_transient(exc: BaseException) -> bool:
     5xx (etcd down answers 500/504), 429, and every connection-level failure
     (refused, reset, timed out) are transient; other 4xx answers are not.
     """
-    if isinstance(exc, ApiException):
+    if isinstance(exc, ApiError):
         return not exc.status or exc.status >= 500 or exc.status == 429
     return isinstance(exc, Urllib3Error | http.client.HTTPException | OSError)
 
 
 def brief(exc: BaseException) -> str:
     """A one-line description of an API failure (no response bodies, which can be long)."""
-    if isinstance(exc, ApiException):
+    if isinstance(exc, ApiError):
         return f"HTTP {exc.status} {exc.reason}"
     return f"{type(exc).__name__}: {str(exc)[:200]}"
 

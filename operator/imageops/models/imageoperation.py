@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 
 from pydantic import ConfigDict, Field
@@ -23,6 +24,7 @@ from imageops.models.common import (
     PullPolicy,
     image_ref_rules,
 )
+from imageops.models.meta import ObjectMeta
 
 KIND = "ImageOperation"
 PLURAL = "imageoperations"
@@ -200,16 +202,30 @@ class ImageOperationStatus(CamelModel):
     last_error: ErrorInfo | None = Field(default=None, description="The latest failure.")
 
 
-class ImageOperation(CamelModel):
-    """The ImageOperation resource as the handlers see it (metadata kept loose)."""
+class ImageOperationHead(CamelModel):
+    """An ImageOperation without its spec: what the agent decides on before reading the spec."""
 
     model_config = ConfigDict(extra="ignore")
 
     api_version: str = "imageops.dev/v1alpha1"
     kind: str = KIND
-    metadata: dict[str, object] = Field(default_factory=dict)
-    spec: ImageOperationSpec
+    metadata: ObjectMeta
     status: ImageOperationStatus = Field(default_factory=ImageOperationStatus)
+
+
+class ImageOperation(ImageOperationHead):
+    """The ImageOperation resource as the handlers see it."""
+
+    spec: ImageOperationSpec
+
+
+@dataclass(frozen=True)
+class InvalidSpec:
+    """A spec the API server accepted but the model rejects: the agent fails the operation."""
+
+    node_name: str | None
+    action: str
+    error: str
 
 
 __all__ = [
@@ -219,8 +235,10 @@ __all__ = [
     "SINGULAR",
     "SPEC_RULES",
     "ImageOperation",
+    "ImageOperationHead",
     "ImageOperationSpec",
     "ImageOperationStatus",
+    "InvalidSpec",
     "OperationCommon",
     "OperationDefaults",
     "OperationFields",

@@ -3,6 +3,9 @@
 Handlers validate a watch event's body once into a model with this metadata;
 workers read ``obj.meta.generation`` instead of digging in dictionaries.
 Unknown metadata fields (managedFields, finalizers, ...) are ignored.
+
+Every status patch is a status model serialised by :func:`merge_patch`: a
+misspelled field is a validation error, never a key the API server silently prunes.
 """
 
 from __future__ import annotations
@@ -84,3 +87,18 @@ def lenient(model: type[M], raw: Mapping[str, Any] | None) -> M:
         return model.model_validate({k: v for k, v in (raw or {}).items() if k in known})
     except ValidationError:
         return model()
+
+
+def merge_patch(status: CamelModel) -> dict[str, Any]:
+    """The JSON merge patch of ``status``: exactly the fields set when it was built.
+
+    A field set to None becomes ``null`` (the merge patch deletes it); a field not
+    set is left out (the stored value stays). Inside a field's value (a list of
+    conditions, the progress) nulls are dropped: a merge patch replaces those
+    values whole, and a null there would be stored, not deleted.
+    """
+    # Nested values without their nulls; then exactly the set fields, None as null.
+    wire = status.model_dump(by_alias=True, exclude_none=True, mode="json")
+    fields = type(status).model_fields
+    keys = (fields[name].alias or name for name in status.model_fields_set)
+    return {key: wire.get(key) for key in keys}

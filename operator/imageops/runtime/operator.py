@@ -10,8 +10,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import warnings
 from collections.abc import Callable, Coroutine, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import kopf
 
@@ -19,25 +20,20 @@ import kopf
 from kopf._cogs.structs.references import Insights
 
 from imageops.adapters import metrics
-from imageops.adapters.backends import detect_runtime, make_runtime_backend
 from imageops.adapters.kube import AsyncKube, Kube, load_api_client
-from imageops.adapters.pull_records import FilePullRecords
-from imageops.handlers import imageoperation, imagesession, workflow
+from imageops.adapters.kubehttp import kopf_login
+from imageops.handlers import imageoperation
 from imageops.models.base import GROUP
 from imageops.models.imageoperation import PLURAL
 from imageops.models.imagesession import PLURAL as SESSION_PLURAL
 from imageops.models.workflow import PLURAL as WORKFLOW_PLURAL
+from imageops.runtime.imports import refused
 from imageops.settings import ROLES, RunSettings
-from imageops.workers.agent import Agent, AgentConfig
-from imageops.workers.assigner import Assigner
-from imageops.workers.context import ControllerContext
-from imageops.workers.executor import AttemptExecutor
 from imageops.workers.health import probe_watches, wait_until_served
 from imageops.workers.heartbeat import run_heartbeat
-from imageops.workers.nodes import NodeDirectory
-from imageops.workers.opindex import OperationIndex
-from imageops.workers.sessions import SessionTracker
-from imageops.workers.workflows import WorkflowReconciler
+
+if TYPE_CHECKING:
+    from imageops.workers.agent import Agent
 
 log = logging.getLogger(__name__)
 # What each role's kopf operator watches: /readyz is ok only while all are served.
@@ -77,7 +73,7 @@ def _registry() -> kopf.OperatorRegistry:
 
     @kopf.on.login(registry=registry)
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
-        return kopf.login_via_client(**kwargs)
+        return cast(kopf.ConnectionInfo | None, kopf_login(**kwargs))
 
     return registry
 
@@ -205,10 +201,19 @@ def _served_by(
 
 
 def _agent(options: RunSettings, kube: AsyncKube) -> Agent:
+    # Imported here: a controller-only process never loads the agent's parts (Docker, grpc).
+    from imageops.adapters.backends import detect_runtime, make_runtime_backend
+    from imageops.adapters.pull_records import FilePullRecords
+    from imageops.workers.agent import Agent, AgentConfig
+    from imageops.workers.executor import AttemptExecutor
+
     choice = detect_runtime(
         options.runtime, options.runtime_endpoint, options.docker_host, options.runtime_socket_dir
     )
-    backend = make_runtime_backend(choice, options.docker_backend)
+    with refused("charset_normalizer", "chardet"), warnings.catch_warnings():  # runtime.imports
+        # requests warns that it found no detector: that is the point.
+        warnings.filterwarnings("ignore", "Unable to find acceptable character detection")
+        backend = make_runtime_backend(choice, options.docker_backend)
     config = AgentConfig(
         node_name=options.node_name,
         max_concurrent=options.max_concurrent,
@@ -226,6 +231,15 @@ def _controller(
     options: RunSettings, kube: AsyncKube
 ) -> tuple[kopf.OperatorRegistry, list[Coroutine[Any, Any, None]]]:
     """The controller's kopf registry and its background loops."""
+    # Imported here: an agent-only process never loads the controller's modules.
+    from imageops.handlers import imagesession, workflow
+    from imageops.workers.assigner import Assigner
+    from imageops.workers.context import ControllerContext
+    from imageops.workers.nodes import NodeDirectory
+    from imageops.workers.opindex import OperationIndex
+    from imageops.workers.sessions import SessionTracker
+    from imageops.workers.workflows import WorkflowReconciler
+
     ctx = ControllerContext(
         kube=kube,
         index=OperationIndex(),

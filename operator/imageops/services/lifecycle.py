@@ -2,7 +2,9 @@
 
 Pure functions: the agent feeds in what it sees (generation, status, what it
 runs already) and gets back a decision or a status patch. Patches are JSON
-merge patches of ``status``; ``None`` values delete stale fields.
+merge patches of ``status``, each built as an ``ImageOperationStatus`` and
+serialised by it (``models.meta.merge_patch``): a misspelled field cannot be
+written, and fields set to ``None`` delete stale values.
 """
 
 from __future__ import annotations
@@ -14,8 +16,9 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from imageops.models.common import Condition, Phase
+from imageops.models.common import Condition, Phase, Progress, PullPolicy
 from imageops.models.imageoperation import ImageOperationStatus
+from imageops.models.meta import merge_patch
 from imageops.services.backend import TransferProgress
 from imageops.services.conditions import conditions_for_phase
 from imageops.services.errors import OperationError
@@ -81,13 +84,29 @@ class RunState:
     started: bool = False
 
 
-def _stamp(dt: datetime | None) -> str | None:
-    return None if dt is None else dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+StatusPatch = dict[str, Any]
+# Result fields of an earlier generation, removed when a new generation starts.
+RESULT_FIELDS = (
+    "digest",
+    "short_digest",
+    "image_id",
+    "size_bytes",
+    "cache_hit",
+    "last_error",
+    "progress",
+    "previous_target_image_id",
+    "dry_run_result",
+)
+
+
+def _stamp(dt: datetime | None) -> datetime | None:
+    # Status timestamps are whole seconds, as the API server's own.
+    return None if dt is None else dt.replace(microsecond=0)
 
 
 def _conditions(
     run: RunState, phase: Phase, reason: str, message: str, now: datetime
-) -> list[dict[str, Any]]:
+) -> list[Condition]:
     run.conditions = conditions_for_phase(
         run.conditions,
         phase=phase,
@@ -96,7 +115,12 @@ def _conditions(
         message=message,
         now=now,
     )
-    return [c.to_wire() for c in run.conditions]
+    return run.conditions
+
+
+def _patch(**fields: Any) -> StatusPatch:
+    """A merge patch of exactly ``fields`` (snake_case), checked by ImageOperationStatus."""
+    return merge_patch(ImageOperationStatus(**fields))
 
 
 def started_patch(
@@ -105,108 +129,103 @@ def started_patch(
     message: str,
     now: datetime,
     reason: str | None = None,
-    **extra: Any,
-) -> dict[str, Any]:
+    pull_policy: PullPolicy | None = None,
+    clear: bool = False,
+) -> StatusPatch:
     """Status when a run starts, resumes or waits for a slot (Pending/Running).
 
     ``reason`` is the Reconciling reason (default: the phase), such as Queued
     for a run waiting for a --max-concurrent slot. startTime is written once
-    an attempt really began. Callers add clear_result_fields() so that no
-    result of an earlier generation is read as this one's.
+    an attempt really began. ``clear`` removes every result of an earlier
+    generation, so that none is read as this one's.
     """
     reason = reason or ("Running" if phase is Phase.RUNNING else "Pending")
-    patch: dict[str, Any] = {
-        "phase": phase.value,
-        "observedGeneration": run.generation,
-        "node": run.node,
-        "jobId": run.job_id,
-        "attempts": run.attempts,
-        "startTime": _stamp(run.start_time) if run.started else None,
-        "conditions": _conditions(run, phase, reason, message, now),
-        "completionTime": None,
-        "durationSeconds": None,
-        "nextRetryTime": None,
-    }
-    patch.update(extra)
-    return patch
+    fields: dict[str, Any] = dict.fromkeys(RESULT_FIELDS) if clear else {}
+    if pull_policy is not None:
+        fields["pull_policy"] = pull_policy
+    return _patch(
+        phase=phase,
+        observed_generation=run.generation,
+        node=run.node,
+        job_id=run.job_id,
+        attempts=run.attempts,
+        start_time=_stamp(run.start_time) if run.started else None,
+        conditions=_conditions(run, phase, reason, message, now),
+        completion_time=None,
+        duration_seconds=None,
+        next_retry_time=None,
+        **fields,
+    )
 
 
 def phase_patch(
     run: RunState, phase: Phase, reason: str, message: str, now: datetime
-) -> dict[str, Any]:
+) -> StatusPatch:
     """Status of a run that waits (Pending, e.g. for its session) or goes on (Running)."""
-    return {
-        "phase": phase.value,
-        "conditions": _conditions(run, phase, reason, message, now),
-    }
+    return _patch(phase=phase, conditions=_conditions(run, phase, reason, message, now))
 
 
-def clear_result_fields() -> dict[str, Any]:
-    """Merge-patch values that remove the result of an earlier generation."""
-    keys = (
-        "digest",
-        "shortDigest",
-        "imageId",
-        "sizeBytes",
-        "cacheHit",
-        "lastError",
-        "progress",
-        "previousTargetImageId",
-        "dryRunResult",
-    )
-    return dict.fromkeys(keys)
+def attempt_patch(run: RunState) -> StatusPatch:
+    """Status when a further attempt starts after a retry delay."""
+    return _patch(attempts=run.attempts, phase=Phase.RUNNING)
+
+
+def progress_patch(progress: TransferProgress) -> StatusPatch:
+    """Live transfer progress of the attempt under way."""
+    return _patch(progress=Progress.model_validate(progress_wire(progress)))
 
 
 def retrying_patch(
     run: RunState, error: OperationError, delay: float, now: datetime, next_retry: datetime
-) -> dict[str, Any]:
+) -> StatusPatch:
     """Status after a retryable failure, before the next attempt."""
     message = f"attempt {run.attempts} failed ({error.reason}); retrying in {delay:.0f}s"
-    return {
-        "phase": Phase.RUNNING.value,
-        "attempts": run.attempts,
-        "lastError": error.to_info().to_wire(),
-        "nextRetryTime": _stamp(next_retry),
-        "conditions": _conditions(run, Phase.RUNNING, "Retrying", message, now),
-    }
+    return _patch(
+        phase=Phase.RUNNING,
+        attempts=run.attempts,
+        last_error=error.to_info(),
+        next_retry_time=_stamp(next_retry),
+        conditions=_conditions(run, Phase.RUNNING, "Retrying", message, now),
+    )
 
 
 def _finished(run: RunState, now: datetime) -> dict[str, Any]:
     return {
-        "observedGeneration": run.generation,
+        "observed_generation": run.generation,
         "attempts": run.attempts,
-        "completionTime": _stamp(now),
-        "durationSeconds": round(max((now - run.start_time).total_seconds(), 0.0), 3),
-        "nextRetryTime": None,
+        "completion_time": _stamp(now),
+        "duration_seconds": round(max((now - run.start_time).total_seconds(), 0.0), 3),
+        "next_retry_time": None,
     }
 
 
-def succeeded_patch(run: RunState, result: OperationResult, now: datetime) -> dict[str, Any]:
+def succeeded_patch(run: RunState, result: OperationResult, now: datetime) -> StatusPatch:
     """Status of a verified success."""
     digest = result.digest
     message = f"digest {digest}" if digest else f"image {result.image_id}"
     if result.dry_run_result:
         message = f"dry run: {result.dry_run_result}"
-    return {
+    progress = _final_progress(result.progress)
+    return _patch(
         **_finished(run, now),
-        "phase": Phase.SUCCEEDED.value,
-        "digest": digest,
-        "shortDigest": short_digest(digest),
-        "imageId": result.image_id,
-        "sizeBytes": result.size_bytes,
-        "cacheHit": result.cache_hit,
-        "previousTargetImageId": result.previous_target_image_id,
-        "dryRunResult": result.dry_run_result,
-        "lastError": None,
-        **_final_progress(result.progress),
-        "conditions": _conditions(run, Phase.SUCCEEDED, "Succeeded", message, now),
-    }
+        phase=Phase.SUCCEEDED,
+        digest=digest,
+        short_digest=short_digest(digest),
+        image_id=result.image_id,
+        size_bytes=result.size_bytes,
+        cache_hit=result.cache_hit,
+        previous_target_image_id=result.previous_target_image_id,
+        dry_run_result=result.dry_run_result,
+        last_error=None,
+        **({} if progress is None else {"progress": progress}),
+        conditions=_conditions(run, Phase.SUCCEEDED, "Succeeded", message, now),
+    )
 
 
-def _final_progress(progress: TransferProgress | None) -> dict[str, Any]:
+def _final_progress(progress: TransferProgress | None) -> Progress | None:
     """The progress of a succeeded transfer: every layer and byte is done by then."""
     if progress is None:
-        return {}
+        return None
     total = max(progress.bytes_total, progress.bytes_done)
     layers = tuple(
         dataclasses.replace(c, bytes_done=max(c.bytes_done, c.bytes_total), done=True)
@@ -219,17 +238,17 @@ def _final_progress(progress: TransferProgress | None) -> dict[str, Any]:
         bytes_total=total,
         layers=layers,
     )
-    return {"progress": progress_wire(done)}
+    return Progress.model_validate(progress_wire(done))
 
 
-def failed_patch(run: RunState, error: OperationError, now: datetime) -> dict[str, Any]:
+def failed_patch(run: RunState, error: OperationError, now: datetime) -> StatusPatch:
     """Status of a permanent failure (or retries exhausted)."""
-    return {
+    return _patch(
         **_finished(run, now),
-        "phase": Phase.FAILED.value,
-        "lastError": error.to_info().to_wire(),
-        "conditions": _conditions(run, Phase.FAILED, str(error.reason), error.message, now),
-    }
+        phase=Phase.FAILED,
+        last_error=error.to_info(),
+        conditions=_conditions(run, Phase.FAILED, str(error.reason), error.message, now),
+    )
 
 
 def short_digest(digest: str | None) -> str | None:

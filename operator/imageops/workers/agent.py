@@ -1,10 +1,12 @@
 """The agent: runs the ImageOperations addressed to its node.
 
 kopf feeds every watch event in (already filtered by the API server to this
-node); the agent decides, per object, whether to start, resume, restart or
-ignore it, and runs each operation as an asyncio task that writes its own
-status, Events and metrics. No finalizer is used, so deleting an operation
-never waits for an agent; a deletion cancels the task and its Docker call.
+node, validated into models by the handler); the agent decides, per object,
+whether to start, resume, restart or ignore it, and runs each operation as an
+asyncio task: its attempts, retries and single-flight pulls. What a run writes
+(status, Events, metrics) is its :class:`~imageops.workers.report.RunReport`.
+No finalizer is used, so deleting an operation never waits for an agent; a
+deletion cancels the task and its Docker call.
 """
 
 from __future__ import annotations
@@ -15,15 +17,22 @@ import dataclasses
 import functools
 import logging
 import uuid
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from imageops.adapters import metrics
 from imageops.adapters.kube import AsyncKube, ObjectRef
-from imageops.models.common import Action, ErrorReason, Phase
-from imageops.models.imageoperation import PLURAL, ImageOperationSpec, ImageOperationStatus
+from imageops.adapters.memory import release_free_memory
+from imageops.models.common import Action, ErrorReason, Phase, PullPolicy
+from imageops.models.imageoperation import (
+    PLURAL,
+    ImageOperationHead,
+    ImageOperationSpec,
+    ImageOperationStatus,
+    InvalidSpec,
+)
 from imageops.models.imagesession import ImageSessionSpec
 from imageops.services import lifecycle
 from imageops.services.backend import CancelToken, RegistryAuth
@@ -33,11 +42,12 @@ from imageops.services.effective import EffectiveSpec, effective_spec
 from imageops.services.errors import OperationError
 from imageops.services.lifecycle import Decision, OperationResult, RunState
 from imageops.services.perform import credential_registry, effective_pull_policy
-from imageops.services.progress_text import progress_wire
 from imageops.services.reference import is_image_id, parse_reference, registry_allowed
 from imageops.settings import DEFAULTS
 from imageops.workers.executor import AttemptExecutor, ProgressBuffer
 from imageops.workers.flights import Flights
+from imageops.workers.pacer import Pacer
+from imageops.workers.report import ReportContext, RunReport, now
 from imageops.workers.session_wait import wait_for_session
 
 log = logging.getLogger(__name__)
@@ -50,6 +60,8 @@ class AgentConfig:
     node_name: str
     max_concurrent: int = DEFAULTS.max_concurrent
     allowed_registries: list[str] = field(default_factory=list)
+    # Seconds between two intermediate status writes of the whole node (first status,
+    # Queued to Running, progress): the node's write budget (see workers.pacer).
     progress_interval: float = DEFAULTS.progress_interval
     backoff_base: float = DEFAULTS.backoff_base
     backoff_cap: float = DEFAULTS.backoff_cap
@@ -63,33 +75,13 @@ class AgentConfig:
 
 
 @dataclass
-class _Start:
-    """The first status write of a run, held back for AgentConfig.start_grace."""
-
-    patch: Callable[[bool], dict[str, Any]]  # computed when written (clear: drop old results)
-    event: tuple[str, str]  # reason, message of the Started/Resumed Event
-    task: asyncio.Task[None] | None = None
-    sent: bool = False
-    # An attempt holds a --max-concurrent slot (or shares a pull that does): Running.
-    running: bool = False
-    # The first attempt had to wait for a slot: Pending with reason Queued until then.
-    queued: bool = False
-    event_posted: bool = False
-
-
-@dataclass
 class _Running:
     generation: int
     task: asyncio.Task[None]
 
 
-def _now() -> datetime:
-    # Full precision: durations are computed from it; status timestamps are cut to seconds.
-    return datetime.now(UTC)
-
-
 class Agent:
-    """Runs this node's ImageOperations."""
+    """Runs this node's ImageOperations: observe, cancel, shut down."""
 
     def __init__(self, config: AgentConfig, executor: AttemptExecutor, kube: AsyncKube) -> None:
         self.config = config
@@ -97,47 +89,60 @@ class Agent:
         self.kube = kube
         self.running: dict[str, _Running] = {}
         self.flights: Flights[OperationResult] = Flights()
+        # The node's budget of intermediate status writes, shared by every run.
+        self.pacer = Pacer(config.progress_interval)
+        self.reports = ReportContext(
+            kube, self.pacer, self._spawn, config.start_grace, executor.limit
+        )
         # Best-effort work (Events) kept off the operations' critical path.
         self._background: set[asyncio.Task[None]] = set()
 
-    async def observe(self, event_type: str | None, body: Mapping[str, Any]) -> None:
+    async def observe(
+        self,
+        event_type: str | None,
+        head: ImageOperationHead,
+        spec: ImageOperationSpec | InvalidSpec,
+    ) -> None:
         """Handle one watch event of an ImageOperation addressed to this node."""
-        meta = body["metadata"]
-        uid = meta["uid"]
-        if (body.get("spec") or {}).get("nodeName") != self.config.node_name:
+        meta = head.metadata
+        if spec.node_name != self.config.node_name:
             # The API server should never send these; never run another node's work.
             metrics.FOREIGN_EVENTS.inc()
             return
-        if event_type == "DELETED" or meta.get("deletionTimestamp"):
-            self._cancel(uid)
+        if event_type == "DELETED" or meta.deletion_timestamp is not None:
+            self._cancel(meta.uid)
             return
-        ref = ObjectRef.from_body(body, PLURAL)
-        generation = int(meta.get("generation") or 1)
-        status = ImageOperationStatus.model_validate(body.get("status") or {})
-        current = self.running.get(uid)
-        decision = lifecycle.decide(generation, status, current.generation if current else None)
+        ref = ObjectRef.of(head, PLURAL)
+        current = self.running.get(meta.uid)
+        running = current.generation if current else None
+        decision = lifecycle.decide(meta.generation, head.status, running)
         if decision is Decision.SKIP:
             return
         if decision is Decision.RESTART:
-            self._cancel(uid)
-        try:
-            spec = ImageOperationSpec.model_validate(body.get("spec") or {})
-        except ValueError as exc:
-            await self._reject(ref, generation, status, exc, body.get("spec"))
+            self._cancel(meta.uid)
+        if isinstance(spec, InvalidSpec):
+            await self._reject(ref, meta.generation, head.status, spec)
             return
-        resume = status if decision is Decision.RESUME else None
+        resume = head.status if decision is Decision.RESUME else None
         task = asyncio.create_task(
-            self._run(ref, spec, generation, resume), name=f"imgop/{ref.name}"
+            self._run(ref, spec, meta.generation, resume), name=f"imgop/{ref.name}"
         )
-        self.running[uid] = _Running(generation, task)
-        task.add_done_callback(functools.partial(self._done, uid))
+        self.running[meta.uid] = _Running(meta.generation, task)
+        task.add_done_callback(functools.partial(self._done, meta.uid))
 
     def _done(self, uid: str, task: asyncio.Task[None]) -> None:
         current = self.running.get(uid)
         if current and current.task is task:
             del self.running[uid]
+            if not self.running:
+                # Idle again: hand the memory of the burst back (the agent idles most of the time).
+                asyncio.get_running_loop().call_later(0.1, self._trim)
         if not task.cancelled() and task.exception():
             log.error("operation task failed", exc_info=task.exception())
+
+    def _trim(self) -> None:
+        if not self.running:
+            release_free_memory()
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         """Run best-effort work (posting an Event) without making the operation wait for it."""
@@ -161,24 +166,20 @@ class Agent:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        await self.pacer.close()
         self.executor.shutdown()
 
     async def _reject(
-        self,
-        ref: ObjectRef,
-        generation: int,
-        status: ImageOperationStatus,
-        exc: Exception,
-        body_spec: Mapping[str, Any] | None = None,
+        self, ref: ObjectRef, generation: int, status: ImageOperationStatus, spec: InvalidSpec
     ) -> None:
         """A spec the API server accepted but the models do not: fail with the reason."""
         run = RunState(
-            generation, self.config.node_name, uuid.uuid4().hex[:12], _now(), status.conditions
+            generation, self.config.node_name, uuid.uuid4().hex[:12], now(), status.conditions
         )
-        error = OperationError(ErrorReason.INVALID_REFERENCE, f"invalid spec: {exc}")
-        await self.kube.patch_status(ref, lifecycle.failed_patch(run, error, _now()))
-        action = str((body_spec or {}).get("action") or "Unknown")
-        metrics.count_finished(action, Phase.FAILED, str(error.reason))
+        error = OperationError(ErrorReason.INVALID_REFERENCE, f"invalid spec: {spec.error}")
+        await self.kube.patch_status(ref, lifecycle.failed_patch(run, error, now()))
+        metrics.STATUS_WRITES.labels("final").inc()
+        metrics.count_finished(spec.action, Phase.FAILED, str(error.reason))
 
     async def _run(
         self,
@@ -191,22 +192,19 @@ class Agent:
         run = self._run_state(generation, resume)
         action = str(spec.action)
         metrics.IN_FLIGHT.labels(action).inc()
-        # The first status write runs while the work starts (after a short grace); every
-        # later status write comes after it, so the API server sees Running before the result.
-        start = self._begin(ref, spec, run, resumed=resume is not None)
+        report = RunReport(self.reports, ref, spec, run, resume is not None, _pull_policy(spec))
         try:
             if resume and resume.next_retry_time:
                 await _sleep_until(resume.next_retry_time)
-            effective = await self._effective(ref, spec, run, start)
+            effective = await self._effective(ref, spec, report)
             auth = await self._prepare(ref, effective)
-            result = await self._attempts(ref, effective, run, auth, start)
+            result = await self._attempts(effective, report, auth)
         except OperationError as error:
-            await self._fail(ref, spec, run, error, start)
+            await report.failed(error)
         else:
-            await self._succeed(ref, spec, run, result, start)
+            await report.succeeded(spec, result)
         finally:
-            if start.task is not None and not start.sent:
-                start.task.cancel()
+            report.close()
             metrics.IN_FLIGHT.labels(action).dec()
 
     def _run_state(self, generation: int, resume: ImageOperationStatus | None) -> RunState:
@@ -216,141 +214,39 @@ class Agent:
                 generation,
                 self.config.node_name,
                 resume.job_id,
-                resume.start_time or _now(),
+                resume.start_time or now(),
                 list(resume.conditions),
                 resume.attempts,
                 started=resume.start_time is not None,
             )
         conditions = list(resume.conditions) if resume else []
-        return RunState(
-            generation, self.config.node_name, uuid.uuid4().hex[:12], _now(), conditions
-        )
-
-    def _begin(
-        self, ref: ObjectRef, spec: ImageOperationSpec, run: RunState, resumed: bool
-    ) -> _Start:
-        """Schedule the first status of this run and the Started event."""
-        extra: dict[str, Any] = {} if resumed else lifecycle.clear_result_fields()
-        # A bad reference is reported as InvalidReference by _prepare, not here.
-        with contextlib.suppress(OperationError):
-            if spec.action == Action.PULL:
-                extra["pullPolicy"] = str(effective_pull_policy(spec))
-        verb = "Resumed" if resumed else "Started"
-        message = f"{verb} {spec.action} of {spec.image} on {run.node} (job {run.job_id})"
-        queued = (
-            f"queued: all {self.executor.limit} slots (--max-concurrent) on node "
-            f"{run.node} are busy"
-        )
-
-        def patch(clear: bool = True) -> dict[str, Any]:
-            fields = extra if clear else {k: v for k, v in extra.items() if v is not None}
-            if start.running:
-                return lifecycle.started_patch(run, Phase.RUNNING, message, _now(), **fields)
-            if start.queued:
-                return lifecycle.started_patch(
-                    run, Phase.PENDING, queued, _now(), reason="Queued", **fields
-                )
-            return lifecycle.started_patch(
-                run,
-                Phase.PENDING,
-                f"{verb}: resolving session and credentials",
-                _now(),
-                **fields,
-            )
-
-        start = _Start(patch, (verb, message))
-        start.task = asyncio.create_task(self._send_start(ref, start, self.config.start_grace))
-        return start
-
-    async def _send_start(self, ref: ObjectRef, start: _Start, delay: float) -> None:
-        if delay > 0:
-            await asyncio.sleep(delay)
-        # From here on the write is under way: it is awaited, never cancelled.
-        start.sent = True
-        await self.kube.patch_status(ref, start.patch(True))
-        self._post_started(ref, start)
-
-    def _post_started(self, ref: ObjectRef, start: _Start) -> None:
-        """The Started/Resumed Event, once, when the run really holds a slot."""
-        if start.running and not start.event_posted:
-            start.event_posted = True
-            self._spawn(self.kube.post_event(ref, "Normal", *start.event))
-
-    def _slot_taken(self, ref: ObjectRef, run: RunState, start: _Start) -> None:
-        """An attempt got a --max-concurrent slot: from now on the run is Running.
-
-        Called in the event loop when the executor (or the pull this one
-        shares) starts the Docker work; a Pending status already written is
-        followed by a Running one, chained after it so the writes stay in order.
-        """
-        if start.running:
-            return
-        start.running = True
-        if not run.started:
-            run.start_time, run.started = _now(), True
-        if start.sent:
-            assert start.task is not None
-            start.task = asyncio.create_task(self._send_running(ref, start, start.task))
-
-    async def _send_running(
-        self, ref: ObjectRef, start: _Start, previous: asyncio.Task[None]
-    ) -> None:
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.shield(previous)
-        await self.kube.patch_status(ref, start.patch(False))
-        self._post_started(ref, start)
-
-    async def _started(self, ref: ObjectRef, start: _Start) -> None:
-        """Write the first status now if it is still held back; wait until it is written."""
-        if not start.sent:
-            assert start.task is not None
-            start.task.cancel()
-            start.task = asyncio.create_task(self._send_start(ref, start, 0))
-        assert start.task is not None
-        # Shielded: a caller being cancelled must not cancel the write it waits for.
-        await asyncio.shield(start.task)
-
-    async def _final(
-        self, ref: ObjectRef, start: _Start, make: Callable[[], dict[str, Any]]
-    ) -> dict[str, Any]:
-        """The final status patch; merged with the first one when that was never written."""
-        if start.sent:
-            assert start.task is not None
-            await asyncio.shield(start.task)
-            return make()
-        assert start.task is not None
-        start.task.cancel()
-        first = start.patch(True)  # before make(): both build on run.conditions in this order
-        if not start.event_posted:
-            start.event_posted = True
-            self._spawn(self.kube.post_event(ref, "Normal", *start.event))
-        return {**first, **make()}
+        return RunState(generation, self.config.node_name, uuid.uuid4().hex[:12], now(), conditions)
 
     async def _effective(
-        self, ref: ObjectRef, spec: ImageOperationSpec, run: RunState, start: _Start
+        self, ref: ObjectRef, spec: ImageOperationSpec, report: RunReport
     ) -> EffectiveSpec:
         """The spec with its session's defaults (read at the start of every run)."""
         session = None
         if spec.session_ref is not None:
-            session = await self._session(ref, spec.session_ref.name, run, start)
+            session = await self._session(ref, spec.session_ref.name, report)
         return effective_spec(spec, session, self.config.allowed_registries)
 
-    async def _session(
-        self, ref: ObjectRef, name: str, run: RunState, start: _Start
-    ) -> ImageSessionSpec:
+    async def _session(self, ref: ObjectRef, name: str, report: RunReport) -> ImageSessionSpec:
         """The named session; the run waits (Pending, SessionNotFound) while it is missing."""
+        run = report.run
 
         async def waiting(message: str) -> None:
-            await self._started(ref, start)
             reason = str(ErrorReason.SESSION_NOT_FOUND)
-            patch = lifecycle.phase_patch(run, Phase.PENDING, reason, message, _now())
-            await self.kube.patch_status(ref, patch)
+            await report.write_now(
+                lambda: lifecycle.phase_patch(run, Phase.PENDING, reason, message, now())
+            )
             self._spawn(self.kube.post_event(ref, "Warning", reason, message))
 
         async def found() -> None:
             message = f"ImageSession {name} found; running"
-            patch = lifecycle.phase_patch(run, Phase.RUNNING, "Running", message, _now())
-            await self.kube.patch_status(ref, patch)
+            await report.write_now(
+                lambda: lifecycle.phase_patch(run, Phase.RUNNING, "Running", message, now())
+            )
 
         config = self.config
         return await wait_for_session(
@@ -396,148 +292,73 @@ class Agent:
             raise
 
     async def _attempts(
-        self,
-        ref: ObjectRef,
-        effective: EffectiveSpec,
-        run: RunState,
-        auth: RegistryAuth | None,
-        start: _Start,
+        self, effective: EffectiveSpec, report: RunReport, auth: RegistryAuth | None
     ) -> OperationResult:
         """Attempts until success, a permanent error or the backoff limit."""
-        spec = effective.spec
+        spec, run = effective.spec, report.run
         metrics.touch_registry(_registry_label(spec))
         while True:
             run.attempts += 1
             if run.attempts > 1:
-                await self._started(ref, start)
-                await self.kube.patch_status(ref, {"attempts": run.attempts, "phase": "Running"})
-            elif self.executor.busy() and not start.running:
-                # Every slot is taken: say so now (Pending, Queued), not after the grace.
-                start.queued = True
-                await self._started(ref, start)
+                await report.write_now(lambda: lifecycle.attempt_patch(run))
+            elif self.executor.busy():
+                report.queued()  # every slot is taken: say so now, not after the grace
             try:
-                return await self._attempt(ref, spec, effective.timeout_seconds, auth, run, start)
+                return await self._attempt(spec, effective.timeout_seconds, auth, report)
             except OperationError as error:
                 metrics.REGISTRY_ERRORS.labels(_registry_label(spec), str(error.reason)).inc()
                 if not should_retry(error.retryable, run.attempts, effective.backoff_limit):
                     raise
-                await self._started(ref, start)
-                await self._wait_retry(ref, spec, run, error)
-
-    async def _wait_retry(
-        self, ref: ObjectRef, spec: ImageOperationSpec, run: RunState, error: OperationError
-    ) -> None:
-        delay = backoff_delay(
-            run.attempts, base=self.config.backoff_base, cap=self.config.backoff_cap
-        )
-        now = _now()
-        patch = lifecycle.retrying_patch(run, error, delay, now, now + timedelta(seconds=delay))
-        await self.kube.patch_status(ref, patch)
-        message = (
-            f"attempt {run.attempts} failed: {error.reason}: {error.message}; retry in {delay:.0f}s"
-        )
-        await self.kube.post_event(ref, "Warning", "Retrying", message)
-        metrics.RETRIES.labels(str(spec.action), str(error.reason)).inc()
-        await asyncio.sleep(delay)
+                config = self.config
+                delay = backoff_delay(
+                    run.attempts, base=config.backoff_base, cap=config.backoff_cap
+                )
+                await report.retrying(error, delay)
+                await asyncio.sleep(delay)
 
     async def _attempt(
         self,
-        ref: ObjectRef,
         spec: ImageOperationSpec,
         timeout: float,
         auth: RegistryAuth | None,
-        run: RunState,
-        start: _Start,
+        report: RunReport,
     ) -> OperationResult:
-        """One attempt, sharing identical concurrent pulls, publishing live progress."""
-        buffer = ProgressBuffer()
-        publisher = asyncio.create_task(self._publish_progress(ref, buffer, start))
-        on_slot = functools.partial(self._slot_taken, ref, run, start)
-        try:
-            if spec.action != Action.PULL:
-                result = await self.executor.run(
-                    spec, auth, timeout, CancelToken(), buffer.update, on_slot
-                )
-                return _with_progress(result, buffer)
-            key = (
-                spec.image,
-                spec.platform,
-                str(effective_pull_policy(spec)),
-                spec.expected_digest,
-                spec.dry_run,
-                auth,
+        """One attempt, sharing identical concurrent pulls; its progress goes to the report."""
+        buffer = ProgressBuffer(report.progress_changed)
+        report.watch(buffer)
+        on_slot = report.running
+        if spec.action != Action.PULL:
+            result = await self.executor.run(
+                spec, auth, timeout, CancelToken(), buffer.update, on_slot
+            )
+            return _with_progress(result, buffer)
+        key = (
+            spec.image,
+            spec.platform,
+            str(effective_pull_policy(spec)),
+            spec.expected_digest,
+            spec.dry_run,
+            auth,
+        )
+
+        async def work(token: CancelToken, progress: Any) -> OperationResult:
+            return await self.executor.run(
+                spec, auth, timeout, token, progress, functools.partial(self.flights.start, key)
             )
 
-            async def work(token: CancelToken, progress: Any) -> OperationResult:
-                return await self.executor.run(
-                    spec, auth, timeout, token, progress, functools.partial(self.flights.start, key)
-                )
+        result, shared = await self.flights.run(key, work, buffer.update, on_slot)
+        if shared:
+            metrics.SHARED_PULLS.inc()
+        return _with_progress(result, buffer)
 
-            result, shared = await self.flights.run(key, work, buffer.update, on_slot)
-            if shared:
-                metrics.SHARED_PULLS.inc()
-            return _with_progress(result, buffer)
-        finally:
-            publisher.cancel()
 
-    async def _publish_progress(
-        self, ref: ObjectRef, buffer: ProgressBuffer, start: _Start
-    ) -> None:
-        """Write status.progress at most every progress_interval seconds while it changes."""
-        seen = 0
-        while True:
-            await asyncio.sleep(self.config.progress_interval)
-            progress, seen = buffer.take(seen)
-            if progress is not None:
-                await self._started(ref, start)
-                await self.kube.patch_status(ref, {"progress": progress_wire(progress)})
-
-    async def _succeed(
-        self,
-        ref: ObjectRef,
-        spec: ImageOperationSpec,
-        run: RunState,
-        result: OperationResult,
-        start: _Start,
-    ) -> None:
-        patch = await self._final(
-            ref, start, lambda: lifecycle.succeeded_patch(run, result, _now())
-        )
-        what = result.dry_run_result or f"{spec.action} {spec.target or spec.image}"
-        message = f"{what}: digest {result.digest or '-'} (attempt {run.attempts})"
-        await self._finish(ref, spec, patch, ("Normal", "Succeeded", message))
-        if result.cache_hit:
-            metrics.CACHE_HITS.inc()
-        if result.bytes_transferred:
-            metrics.BYTES.labels(str(spec.action)).inc(result.bytes_transferred)
-
-    async def _fail(
-        self,
-        ref: ObjectRef,
-        spec: ImageOperationSpec,
-        run: RunState,
-        error: OperationError,
-        start: _Start,
-    ) -> None:
-        run.attempts = max(run.attempts, 1)
-        patch = await self._final(ref, start, lambda: lifecycle.failed_patch(run, error, _now()))
-        message = f"{error.reason}: {error.message} (after {run.attempts} attempt(s))"
-        await self._finish(ref, spec, patch, ("Warning", "Failed", message))
-
-    async def _finish(
-        self,
-        ref: ObjectRef,
-        spec: ImageOperationSpec,
-        patch: dict[str, Any],
-        event: tuple[str, str, str],
-    ) -> None:
-        """Write the final status, its Event and the operation metrics."""
-        await self.kube.patch_status(ref, patch)
-        self._spawn(self.kube.post_event(ref, *event))
-        action = str(spec.action)
-        reason = (patch.get("lastError") or {}).get("reason")
-        metrics.count_finished(action, patch["phase"], reason)
-        metrics.DURATION.labels(action).observe(patch["durationSeconds"])
+def _pull_policy(spec: ImageOperationSpec) -> PullPolicy | None:
+    """The effective pull policy a Pull's status shows (a bad reference fails later)."""
+    if spec.action != Action.PULL:
+        return None
+    with contextlib.suppress(OperationError):
+        return effective_pull_policy(spec)
+    return None
 
 
 def _registry_label(spec: ImageOperationSpec) -> str:

@@ -81,22 +81,34 @@ class AttemptExecutor:
 
 
 class ProgressBuffer:
-    """The latest progress from a worker thread, read by the publishing coroutine."""
+    """The latest progress from a worker thread, read by the run's status report.
 
-    def __init__(self) -> None:
+    ``on_change`` is called in the event loop when progress arrives after the
+    last :meth:`take` (once, however many items arrive meanwhile), so that the
+    report asks for a status write only when there is something new to show.
+    """
+
+    def __init__(self, on_change: Callable[[], None] | None = None) -> None:
         self._lock = threading.Lock()
         self._latest: TransferProgress | None = None
         self._version = 0
+        self._taken = True
+        self._on_change = on_change
+        self._loop = asyncio.get_running_loop() if on_change is not None else None
 
     def update(self, progress: TransferProgress) -> None:
         """Called from the worker thread for each progress item."""
         with self._lock:
             self._latest = TransferProgress(**vars(progress))
             self._version += 1
+            wake, self._taken = self._taken, False
+        if wake and self._on_change is not None and self._loop is not None:
+            self._loop.call_soon_threadsafe(self._on_change)
 
     def take(self, seen: int) -> tuple[TransferProgress | None, int]:
         """The latest snapshot if newer than version ``seen``."""
         with self._lock:
+            self._taken = True
             if self._version == seen:
                 return None, seen
             return self._latest, self._version

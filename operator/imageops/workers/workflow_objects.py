@@ -14,8 +14,8 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
-from imageops.adapters.kube import MERGE_PATCH, AsyncKube, Kube, ObjectRef
-from imageops.models.base import API_VERSION, GROUP, VERSION
+from imageops.adapters.kube import MERGE_PATCH, AsyncKube, Kube, ObjectRef, custom_path
+from imageops.models.base import API_VERSION
 from imageops.models.imageoperation import PLURAL as OPERATIONS
 from imageops.models.imagesession import KIND as SESSION_KIND
 from imageops.models.imagesession import PLURAL as SESSIONS
@@ -43,9 +43,8 @@ def patch_status(
     if version:
         body["metadata"] = {"resourceVersion": version}
     try:
-        obj: Any = sync.custom.patch_namespaced_custom_object_status(
-            GROUP, VERSION, ref.namespace, ref.plural, ref.name, body, _content_type=MERGE_PATCH
-        )
+        path = custom_path(ref.namespace, ref.plural, ref.name, "status")
+        obj: Any = sync.request("PATCH", path, body, MERGE_PATCH)
     except Exception as exc:
         if getattr(exc, "status", None) in (404, 409):
             log.debug("status of %s/%s not written: %s", ref.namespace, ref.name, exc)

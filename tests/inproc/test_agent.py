@@ -154,3 +154,35 @@ def test_a_retry_waits_for_its_next_retry_time_across_a_restart(
     # The restarted agent did not retry at once: the second attempt came at nextRetryTime
     # (stored in whole seconds, so allow the fraction it was rounded by).
     assert again["attempts"] == 2 and seen >= due - timedelta(seconds=1)
+
+
+def test_a_late_write_that_undoes_the_final_status_is_undone_not_run_again(
+    bed: Bed, testbed: Testbed, tmp_path: Path
+) -> None:
+    source = f"inproc/src-{uuid.uuid4().hex[:8]}:1"
+    target = f"inproc/dst-{uuid.uuid4().hex[:8]}:1"
+    testbed.make_image(source)
+    body = _create(bed, "late", {"action": "Tag", "image": source, "target": target})
+
+    async def scenario() -> tuple[dict[str, Any], dict[str, Any]]:
+        agent = _agent(bed, testbed, tmp_path, start_grace=0.0)
+        await agent.observe(None, *parse(body))
+        final = await _until(bed, "late", lambda s: s.get("phase") == "Succeeded", 30)
+        # The fault (injected, the real API server does this after an etcd outage): an
+        # intermediate write of the run that timed out on the client lands after the
+        # final one and shows the operation Running again.
+        undone = bed.patch_status(OPERATIONS, "late", {"phase": "Running", "message": "late"})
+        await agent.observe(None, *parse(undone))
+        again = await _until(bed, "late", lambda s: s.get("phase") == "Succeeded", 10)
+        await asyncio.sleep(0.5)  # a second run, if one started, would write attempts 2
+        await agent.shutdown()
+        latest = bed.get(OPERATIONS, "late")
+        assert latest is not None
+        return final, latest["status"] if again else {}
+
+    try:
+        final, latest = run(scenario())
+    finally:
+        testbed.rmi(source, target)
+    assert latest["phase"] == "Succeeded" and latest["attempts"] == final["attempts"] == 1
+    assert latest["jobId"] == final["jobId"] and latest["completionTime"] == final["completionTime"]

@@ -36,6 +36,11 @@ class ObjectRef:
     name: str
     uid: str
 
+    @property
+    def key(self) -> tuple[str, str]:
+        """(namespace, name), e.g. for log lines."""
+        return self.namespace, self.name
+
     @classmethod
     def of(cls, obj: Any, plural: str) -> ObjectRef:
         """Build from a validated resource model (``api_version``, ``kind``, typed ``metadata``)."""

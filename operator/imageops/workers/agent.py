@@ -40,14 +40,14 @@ from imageops.services.backoff import backoff_delay, should_retry
 from imageops.services.credentials import auth_from_secret_data
 from imageops.services.effective import EffectiveSpec, effective_spec
 from imageops.services.errors import OperationError
-from imageops.services.lifecycle import Decision, OperationResult, RunState
+from imageops.services.lifecycle import Decision, OperationResult, RunState, StatusPatch
 from imageops.services.perform import credential_registry, effective_pull_policy
 from imageops.services.reference import is_image_id, parse_reference, registry_allowed
 from imageops.settings import DEFAULTS
 from imageops.workers.executor import AttemptExecutor, ProgressBuffer
 from imageops.workers.flights import Flights
 from imageops.workers.pacer import Pacer
-from imageops.workers.report import ReportContext, RunReport, now
+from imageops.workers.report import Outcomes, ReportContext, RunReport, now
 from imageops.workers.session_wait import wait_for_session
 
 log = logging.getLogger(__name__)
@@ -91,6 +91,7 @@ class Agent:
         self.flights: Flights[OperationResult] = Flights()
         # The node's budget of intermediate status writes, shared by every run.
         self.pacer = Pacer(config.progress_interval)
+        self.outcomes = Outcomes()
         self.reports = ReportContext(
             kube, self.pacer, self._spawn, config.start_grace, executor.limit
         )
@@ -111,9 +112,17 @@ class Agent:
             return
         if event_type == "DELETED" or meta.deletion_timestamp is not None:
             self._cancel(meta.uid)
+            self.outcomes.forget(meta.uid)
             return
         ref = ObjectRef.of(head, PLURAL)
         current = self.running.get(meta.uid)
+        final = (
+            None if current else self.outcomes.undone(meta.uid, meta.generation, head.status.phase)
+        )
+        if final is not None:
+            log.warning("%s/%s: final status undone by a late write; rewritten", *ref.key)
+            self._spawn(self._write_again(ref, final))
+            return
         running = current.generation if current else None
         decision = lifecycle.decide(meta.generation, head.status, running)
         if decision is Decision.SKIP:
@@ -205,7 +214,12 @@ class Agent:
             await report.succeeded(spec, result)
         finally:
             report.close()
+            if report.final is not None:
+                self.outcomes.remember(ref.uid, generation, report.final)
             metrics.IN_FLIGHT.labels(action).dec()
+
+    async def _write_again(self, ref: ObjectRef, final: StatusPatch) -> None:
+        await self.kube.patch_status(ref, final)
 
     def _run_state(self, generation: int, resume: ImageOperationStatus | None) -> RunState:
         if resume and resume.job_id:

@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import OrderedDict
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -125,6 +126,7 @@ class RunReport:
             f"{self._verb} {spec.action} of {spec.image} on {run.node} (job {run.job_id})"
         )
         self._event_posted = False
+        self.final: StatusPatch | None = None  # the final status, once written
         self._buffer: ProgressBuffer | None = None
         self._seen = 0
         self._lock = asyncio.Lock()  # one write of this run at a time, in order
@@ -242,7 +244,8 @@ class RunReport:
     async def _finish(self, make: Callable[[], StatusPatch]) -> StatusPatch:
         """The final write: never behind the pacer, after any write of this run under way."""
         self.close()
-        return await asyncio.shield(self._write_pending(make, final=True))
+        self.final = await asyncio.shield(self._write_pending(make, final=True))
+        return self.final
 
     async def _write_pending(self, make: Callable[[], StatusPatch], final: bool) -> StatusPatch:
         async with self._lock:
@@ -304,3 +307,37 @@ class RunReport:
         reason = (patch.get("lastError") or {}).get("reason")
         metrics.count_finished(self.action, patch["phase"], reason)
         metrics.DURATION.labels(self.action).observe(patch["durationSeconds"])
+
+
+class Outcomes:
+    """The final statuses this agent wrote lately, to put one back that a late write undid.
+
+    A status write that timed out on the client may still be applied by the API
+    server later (kube-apiserver finishes a request it answered 504, or one whose
+    client gave up, once etcd is back): an intermediate write of a run (Running,
+    progress) can land after that run's final status and show it running again.
+    The agent then writes the final status again instead of running the
+    operation a second time. Bounded: the newest ``size`` outcomes are kept.
+    """
+
+    def __init__(self, size: int = 1024) -> None:
+        self.size = size
+        self._final: OrderedDict[str, tuple[int, StatusPatch]] = OrderedDict()
+
+    def remember(self, uid: str, generation: int, patch: StatusPatch) -> None:
+        """Record the final status written for this generation of the object."""
+        self._final[uid] = (generation, patch)
+        self._final.move_to_end(uid)
+        while len(self._final) > self.size:
+            self._final.popitem(last=False)
+
+    def undone(self, uid: str, generation: int, phase: Phase | None) -> StatusPatch | None:
+        """The final status to write again when the object shows this generation unfinished."""
+        held = self._final.get(uid)
+        if held is None or held[0] != generation or phase in lifecycle.TERMINAL:
+            return None
+        return held[1]
+
+    def forget(self, uid: str) -> None:
+        """The object is gone: nothing to put back."""
+        self._final.pop(uid, None)

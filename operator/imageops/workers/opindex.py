@@ -33,6 +33,16 @@ def session_of(body: Mapping[str, Any]) -> str | None:
     return str(name) if name else None
 
 
+def lean(body: Mapping[str, Any]) -> dict[str, Any]:
+    """The body without metadata.managedFields, which nothing here reads.
+
+    It is about half of an operation's body: at 3,000 children of a 1,000-node
+    fan-out the index held ~25 MiB of it.
+    """
+    meta = {k: v for k, v in body["metadata"].items() if k != "managedFields"}
+    return {**body, "metadata": meta}
+
+
 def workflow_of(body: Mapping[str, Any]) -> str | None:
     """The Workflow that created an operation (its label), if any."""
     labels = body.get("metadata", {}).get("labels") or {}
@@ -108,7 +118,7 @@ class OperationIndex:
             if session:
                 self._by_session[ns, session].discard(uid)
             return
-        self._bodies[uid] = body
+        self._bodies[uid] = lean(body)
         self._views[uid] = OperationView.from_body(body)
         if wf:
             self._by_workflow[ns, wf].add(uid)

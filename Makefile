@@ -24,6 +24,7 @@ lint: venv ## ruff (check and format), mypy, the import contracts, shellcheck
 	$(VENV)/bin/ruff check operator tests hack $(wildcard bench)
 	$(VENV)/bin/ruff format --check operator tests hack $(wildcard bench)
 	$(VENV)/bin/mypy
+	$(VENV)/bin/mypy --strict --follow-imports=silent bench
 	$(VENV)/bin/lint-imports
 	@command -v shellcheck >/dev/null || { echo "shellcheck missing: apt-get install shellcheck (make testenv-up installs it)"; exit 1; }
 	shellcheck -x $(SHELL_SCRIPTS)

@@ -41,6 +41,7 @@ from kubernetes.client.exceptions import ApiException
 
 from bench.fleet_profile import FleetProfile, Latency, failing_nodes, fake_digest, fake_result
 from imageops.adapters.kube import AsyncKube, Kube, ObjectRef
+from imageops.adapters.kubehttp import KubeHttp
 from imageops.models.base import GROUP, VERSION
 from imageops.models.common import Action, ErrorReason, Phase
 from imageops.models.imageoperation import PLURAL, ImageOperationSpec, ImageOperationStatus
@@ -88,7 +89,8 @@ class FakeAgentFleet:
     ) -> None:
         self.api = api
         self.custom = client.CustomObjectsApi(api)
-        self.kube = AsyncKube(Kube(api, component="imageops", host="fake-agent-fleet"))
+        # Status writes through the agent's own client (plain JSON, KUBECONFIG), as the agent.
+        self.kube = AsyncKube(Kube(KubeHttp(), component="imageops", host="fake-agent-fleet"))
         self.namespace = namespace
         self.nodes = frozenset(nodes)
         self.profile = profile
@@ -227,9 +229,8 @@ class FakeAgentFleet:
         self.counters.started += 1
         run = RunState(generation, node, uuid.uuid4().hex[:12], _now(), [], attempts=1)
         run.started = True
-        extra: dict[str, Any] = lifecycle.clear_result_fields()
-        if spec.action == Action.PULL:
-            extra["pullPolicy"] = str(effective_pull_policy(spec))
+        policy = effective_pull_policy(spec) if spec.action == Action.PULL else None
+        extra: dict[str, Any] = {"pull_policy": policy, "clear": True}
         message = f"Started {spec.action} of {spec.image} on {node} (job {run.job_id})"
         latency = self.profile.latency.sample(self.rng)
         grace = self.profile.start_grace

@@ -87,7 +87,8 @@ class FakeNodePool:
         except ApiException as exc:
             if exc.status != 409:
                 raise
-            self.core.patch_node(node, {"metadata": {"labels": body.metadata.labels}})
+            labels = body.metadata.labels if body.metadata else {}
+            self.core.patch_node(node, {"metadata": {"labels": labels}})
         self._count()
 
     def _create_lease(self, node: str) -> None:

@@ -359,7 +359,7 @@ def main() -> int:
     }
     out = work / "scale.json"
     out.write_text(json.dumps(results, indent=1, default=str))
-    log(f"wrote {out} ({math.ceil(results['elapsed_seconds'])} s)")
+    log(f"wrote {out} ({math.ceil(float(str(results['elapsed_seconds'])))} s)")
     return 1 if errors else 0
 
 

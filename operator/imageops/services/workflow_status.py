@@ -25,6 +25,7 @@ from imageops.models.workflow import (
     WorkflowSpec,
     WorkflowStatus,
 )
+from imageops.models.workflow_object import parse_status as parse_status  # re-exported
 from imageops.services.conditions import conditions_for_phase
 from imageops.services.dag import TERMINAL, ChildView
 from imageops.services.workflow_fanout import fan_out_status
@@ -296,23 +297,6 @@ def ttl_expired(ttl: int | None, status: WorkflowStatus, now: datetime) -> bool:
     """Whether a finished workflow's ttlSecondsAfterFinished has passed."""
     done = status.completion_time
     return ttl is not None and done is not None and now >= done + timedelta(seconds=ttl)
-
-
-def parse_status(raw: Mapping[str, Any]) -> WorkflowStatus:
-    """A stored status; when it does not validate, only its generation and phase.
-
-    Keeping those two is what matters: they decide whether the run is
-    current and finished, so that an odd status never makes a run start again.
-    """
-    try:
-        return WorkflowStatus.model_validate(raw)
-    except ValueError:
-        generation = raw.get("observedGeneration")
-        phase = raw.get("phase")
-        return WorkflowStatus(
-            observed_generation=generation if isinstance(generation, int) else None,
-            phase=Phase(phase) if phase in {p.value for p in Phase} else None,
-        )
 
 
 def owned_by(obj: Mapping[str, Any], uid: str) -> bool:

@@ -192,3 +192,16 @@ def test_piped_and_json_views() -> None:
     meter = RateMeter()
     assert meter.observe("x", 0, now=0.0) == 0.0
     assert meter.observe("x", 10_000_000, now=2.0) == pytest.approx(5_000_000)
+
+
+def test_a_session_view_is_over_once_the_session_counted_every_operation() -> None:
+    sess: dict[str, object] = {
+        "metadata": {"name": "rel", "namespace": "ns"},
+        "status": {"phase": "Idle", "jobs": {"succeeded": 1, "failed": 0, "active": 0}},
+    }
+    ops = [_op("Succeeded"), _op("Succeeded")]
+    # Both operations are done, but the session has folded only one of them yet.
+    assert not view.session(sess, ops).finished
+    sess["status"] = {"phase": "Idle", "jobs": {"succeeded": 2, "failed": 0, "active": 0}}
+    snap = view.session(sess, ops)
+    assert snap.finished and snap.message == "2 succeeded, 0 failed, 0 active"

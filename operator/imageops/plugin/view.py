@@ -203,7 +203,10 @@ def session(sess: Obj, ops: list[Obj]) -> Snapshot:
     jobs = status.get("jobs") or {}
     bars = [_sum(_meta(op)[0], op_phase(op), [op]) for op in ops]
     active = [b for b in bars if b.phase not in FINISHED]
-    finished = bool(bars) and not active and not jobs.get("active")
+    # The session folds finished operations into its statistics a moment later (it
+    # writes at most once a second): over once it has counted every operation shown.
+    counted = int(jobs.get("succeeded", 0)) + int(jobs.get("failed", 0))
+    finished = bool(bars) and not active and not jobs.get("active") and counted >= len(bars)
     failed = [op for op in ops if op_phase(op) == "Failed"]
     message = (
         f"{jobs.get('succeeded', 0)} succeeded, {jobs.get('failed', 0)} failed, "

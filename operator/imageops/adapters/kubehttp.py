@@ -11,8 +11,10 @@ client, imported only then.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import logging
+import os
 import ssl
 import tempfile
 import threading
@@ -101,10 +103,30 @@ def kopf_login(**kwargs: Any) -> Any:
     """
     import kopf
 
-    info = kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+    info = kopf.login_with_service_account(**kwargs)
+    if info is not None:
+        info = _service_address(info)
+    info = info or kopf.login_with_kubeconfig(**kwargs)
     if info is not None and (info.token or info.certificate_path or info.certificate_data):
         return info
     return kopf.login_via_client(**kwargs)
+
+
+def _service_address(info: Any) -> Any:
+    """The API server at KUBERNETES_SERVICE_HOST/PORT, as the official client finds it.
+
+    kopf's service-account login names https://kubernetes.default.svc, which only
+    cluster DNS resolves: a hostNetwork pod without it (the agent's DaemonSet on a
+    node whose kubelet has no cluster DNS) must use the address the kubelet injects.
+    """
+    host, port = (
+        os.environ.get("KUBERNETES_SERVICE_HOST"),
+        os.environ.get("KUBERNETES_SERVICE_PORT"),
+    )
+    if not host or not port:
+        return info
+    host = f"[{host}]" if ":" in host else host
+    return dataclasses.replace(info, server=f"https://{host}:{port}")
 
 
 def login() -> Credentials:

@@ -138,8 +138,13 @@ def namespace(kube: client.ApiClient) -> Iterator[str]:
     The bed's kube-controller-manager finishes the deletion (namespace controller);
     tests that persist objects should still delete them themselves.
     """
+    yield from temporary_namespace(kube, "e2e")
+
+
+def temporary_namespace(kube: client.ApiClient, prefix: str) -> Iterator[str]:
+    """Create ``<prefix>-<random>``, yield its name, delete it (gone already is fine)."""
     core = client.CoreV1Api(kube)
-    name = f"e2e-{uuid.uuid4().hex[:10]}"
+    name = f"{prefix}-{uuid.uuid4().hex[:10]}"
     meta = client.V1ObjectMeta(name=name, labels={E2E_LABEL: "true"})
     core.create_namespace(client.V1Namespace(metadata=meta))
     yield name

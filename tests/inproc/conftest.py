@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -29,7 +28,7 @@ from imageops.models.labels import AGENT_LABEL
 from imageops.workers.context import ControllerContext
 from imageops.workers.nodes import LEASE_PREFIX, NodeDirectory
 from imageops.workers.opindex import OperationIndex
-from tests.e2e.conftest import E2E_LABEL, kube  # noqa: F401  (the API client, CRDs installed)
+from tests.e2e.conftest import kube, temporary_namespace  # noqa: F401  (the API client, CRDs installed)
 
 
 @dataclass
@@ -56,16 +55,7 @@ class FakeClock:
 @pytest.fixture
 def namespace(kube: client.ApiClient) -> Iterator[str]:  # noqa: F811
     """A fresh namespace for one test, deleted afterwards."""
-    core = client.CoreV1Api(kube)
-    name = f"inproc-{uuid.uuid4().hex[:10]}"
-    meta = client.V1ObjectMeta(name=name, labels={E2E_LABEL: "true"})
-    core.create_namespace(client.V1Namespace(metadata=meta))
-    yield name
-    try:
-        core.delete_namespace(name)
-    except ApiException as exc:
-        if exc.status != 404:
-            raise
+    yield from temporary_namespace(kube, "inproc")
 
 
 @pytest.fixture

@@ -135,6 +135,18 @@ class Usage:
         return cls(fields["VmHWM"], fields["VmRSS"], ticks / os.sysconf("SC_CLK_TCK"))
 
 
+def py_spy() -> str:
+    """The py-spy executable: on PATH, or beside this Python (scale.sh installs it in the venv).
+
+    A profile asked for and not possible is an error, not a run without one.
+    """
+    beside = Path(sys.executable).parent / "py-spy"
+    found = shutil.which("py-spy") or (str(beside) if beside.exists() else None)
+    if found is None:
+        raise RuntimeError("BENCH_PROFILE is set but py-spy is not installed")
+    return found
+
+
 class Profiler:
     """py-spy record of a process for the duration of a with-block (when enabled)."""
 
@@ -144,7 +156,7 @@ class Profiler:
         # wall: every thread, idle or not, so that waiting on the API server shows;
         # otherwise only the thread holding the GIL: where the Python CPU time goes.
         self.extra = ["--idle", "--threads"] if wall else ["--gil"]
-        self.enabled = enabled and shutil.which("py-spy") is not None
+        self.enabled = enabled
         self.proc: subprocess.Popen[bytes] | None = None
 
     def __enter__(self) -> Profiler:
@@ -152,7 +164,7 @@ class Profiler:
             self.out.parent.mkdir(parents=True, exist_ok=True)
             self.proc = subprocess.Popen(
                 [
-                    "py-spy",
+                    py_spy(),
                     "record",
                     "--pid",
                     str(self.pid),
